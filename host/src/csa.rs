@@ -1,0 +1,348 @@
+//! The CSA (connected socket adapter): one task per accepted connection that
+//! owns its socket, its handler instance and its outbox, and moves bytes
+//! between them (Kamaelia's ConnectedSocketAdapter).
+//!
+//! The task is one loop over the socket's readiness: read a chunk and hand it
+//! to the guest's `data`; write what the outbox holds; call `writable` when a
+//! blocked outbox drains; stop reading while the outbox is full or the guest
+//! paused reading. Every guest call runs under the listener's CPU limit.
+
+use crate::bindings::{ConnectionHandler, ConnectionInfo, WitShutdownReason};
+use crate::events::{ServerEvent, ShutdownReason};
+use crate::listener::ListenerRuntime;
+use crate::outbox::{CsaHandle, CsaShared, WriteState};
+use crate::state::{HostState, MEMORY_LIMIT_TRAP};
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+use wasmtime::Store;
+
+/// Largest chunk handed to one `data` call (Kamaelia's CSA read size).
+pub const READ_CHUNK: usize = 32 << 10;
+
+/// The two server-wide signals a CSA obeys.
+#[derive(Clone)]
+pub(crate) struct Stop {
+    /// `serverShutdown`: tell the handler, flush, close.
+    pub(crate) shutdown: CancellationToken,
+    /// The grace period is over: close now.
+    pub(crate) abort: CancellationToken,
+}
+
+/// One call into the handler's inbox.
+enum Inbox<'a> {
+    NewCsa(ConnectionInfo),
+    Data(&'a [u8]),
+    EndOfInput,
+    Writable,
+    ShutdownCsa(WitShutdownReason),
+}
+
+struct Csa {
+    id: u64,
+    stream: TcpStream,
+    store: Store<HostState>,
+    handler: ConnectionHandler,
+    shared: Arc<CsaShared>,
+    rt: Arc<ListenerRuntime>,
+    stop: Stop,
+    /// Reused for every read; allocated on the first readable event so an
+    /// idle connection holds no read buffer.
+    read_buf: Vec<u8>,
+    /// The peer sent FIN.
+    input_ended: bool,
+    /// `shutdown-csa(server-shutdown)` was delivered.
+    told_shutdown: bool,
+    last_activity: Instant,
+    idle: Pin<Box<Sleep>>,
+}
+
+/// Runs one connection from accept to close, then reports its end.
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, id: u64, rt: Arc<ListenerRuntime>, stop: Stop) {
+    let local = stream.local_addr().unwrap_or(peer);
+    let shared = CsaShared::new(rt.config.outbox_high_water, rt.config.outbox_low_water);
+    let listener = rt.name.clone();
+    let reason = match instantiate(&rt, id, &shared).await {
+        Ok((store, handler)) => {
+            rt.emit(ServerEvent::NewCsa {
+                id,
+                listener: listener.clone(),
+                peer,
+                local,
+                handle: CsaHandle::new(id, shared.clone()),
+            });
+            let idle = Box::pin(tokio::time::sleep(rt.config.idle_timeout));
+            let mut csa = Csa {
+                id,
+                stream,
+                store,
+                handler,
+                shared,
+                rt: rt.clone(),
+                stop,
+                read_buf: Vec::new(),
+                input_ended: false,
+                told_shutdown: false,
+                last_activity: Instant::now(),
+                idle,
+            };
+            let info = ConnectionInfo {
+                id,
+                listener: listener.to_string(),
+                peer: peer.to_string(),
+                local: local.to_string(),
+            };
+            let reason = csa.run(info).await;
+            csa.close(&reason).await;
+            reason
+        }
+        Err(reason) => {
+            rt.emit(ServerEvent::NewCsa { id, listener: listener.clone(), peer, local, handle: CsaHandle::new(id, shared) });
+            reason
+        }
+    };
+    if reason.instance_failed() {
+        tracing::warn!(listener = &*listener, conn = id, %peer, %reason, "handler failed; connection closed");
+    } else {
+        debug!(listener = &*listener, conn = id, %peer, %reason, "connection closed");
+    }
+    rt.emit(ServerEvent::ShutdownCsa { id, listener, reason });
+}
+
+async fn instantiate(
+    rt: &ListenerRuntime,
+    id: u64,
+    shared: &Arc<CsaShared>,
+) -> Result<(Store<HostState>, ConnectionHandler), ShutdownReason> {
+    let state = HostState::new(&rt.name, id, rt.config.memory_limit, shared.clone());
+    let mut store = Store::new(rt.pre.engine(), state);
+    store.limiter(|s| &mut s.limiter);
+    // Yield to tokio at every epoch tick: a busy guest never holds a worker
+    // thread, and the CPU-limit timeout around each call can fire.
+    store.epoch_deadline_async_yield_and_update(1);
+    store.set_epoch_deadline(1);
+    match rt.pre.instantiate_async(&mut store).await {
+        Ok(handler) => Ok((store, handler)),
+        Err(e) => Err(ShutdownReason::InstantiateFailed(format!("{e:#}"))),
+    }
+}
+
+impl Csa {
+    /// The connection's life after instantiation; returns why it ended.
+    async fn run(&mut self, info: ConnectionInfo) -> ShutdownReason {
+        if let Err(r) = self.deliver(Inbox::NewCsa(info)).await {
+            return r;
+        }
+        loop {
+            if let Err(e) = self.flush() {
+                return io_reason(&e);
+            }
+            let (state, queued, full, paused, writable_due) = {
+                let mut o = self.shared.outbox();
+                let due = o.take_writable();
+                (o.state, o.queued(), o.is_full(), o.reading_paused, due)
+            };
+            match state {
+                WriteState::Closed => return ShutdownReason::Closed,
+                WriteState::Finishing if queued == 0 => {
+                    shutdown_write(&self.stream);
+                    return if self.told_shutdown {
+                        ShutdownReason::ServerShutdown
+                    } else if self.input_ended {
+                        ShutdownReason::PeerClosed
+                    } else {
+                        ShutdownReason::Finished
+                    };
+                }
+                _ => {}
+            }
+            if writable_due {
+                if let Err(r) = self.deliver(Inbox::Writable).await {
+                    return r;
+                }
+                continue;
+            }
+            let can_read = !self.input_ended && !paused && !full && state == WriteState::Open;
+            let want_write = queued > 0;
+            tokio::select! {
+                biased;
+                _ = self.stop.abort.cancelled() => return ShutdownReason::ServerShutdown,
+                _ = self.stop.shutdown.cancelled(), if !self.told_shutdown => {
+                    self.told_shutdown = true;
+                    if let Err(r) = self.deliver(Inbox::ShutdownCsa(WitShutdownReason::ServerShutdown)).await {
+                        return r;
+                    }
+                    self.shared.outbox().finish();
+                }
+                ready = self.stream.readable(), if can_read => {
+                    if let Err(e) = ready {
+                        return io_reason(&e);
+                    }
+                    if let Err(r) = self.read().await {
+                        return r;
+                    }
+                }
+                ready = self.stream.writable(), if want_write => {
+                    if let Err(e) = ready {
+                        return io_reason(&e);
+                    }
+                }
+                _ = self.shared.wake.notified() => {}
+                _ = self.idle.as_mut() => {
+                    let deadline = self.last_activity + self.rt.config.idle_timeout;
+                    if Instant::now() >= deadline {
+                        return ShutdownReason::IdleTimeout;
+                    }
+                    self.idle.as_mut().reset(deadline);
+                }
+            }
+        }
+    }
+
+    /// Reads one chunk and hands it to the handler.
+    async fn read(&mut self) -> Result<(), ShutdownReason> {
+        if self.read_buf.capacity() == 0 {
+            self.read_buf = Vec::with_capacity(READ_CHUNK);
+        }
+        self.read_buf.clear();
+        match self.stream.try_read_buf(&mut self.read_buf) {
+            Ok(0) => {
+                self.input_ended = true;
+                self.deliver(Inbox::EndOfInput).await
+            }
+            Ok(_) => {
+                self.last_activity = Instant::now();
+                let Self { store, handler, rt, read_buf, .. } = self;
+                call(store, handler, rt.config.cpu_limit, Inbox::Data(read_buf)).await
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(io_reason(&e)),
+        }
+    }
+
+    /// Writes what the socket takes now, without waiting.
+    fn flush(&mut self) -> io::Result<()> {
+        let mut outbox = self.shared.outbox();
+        if outbox.queued() > 0 && outbox.write_to(&self.stream)? > 0 {
+            self.last_activity = Instant::now();
+        }
+        Ok(())
+    }
+
+    async fn deliver(&mut self, call_: Inbox<'_>) -> Result<(), ShutdownReason> {
+        call(&mut self.store, &self.handler, self.rt.config.cpu_limit, call_).await
+    }
+
+    /// Tells a live handler why its connection ended, then closes the socket.
+    async fn close(&mut self, reason: &ShutdownReason) {
+        self.shared.outbox().close();
+        if !reason.instance_failed() && !self.told_shutdown {
+            if let Some(wit) = wit_reason(reason) {
+                let _ = self.deliver(Inbox::ShutdownCsa(wit)).await;
+            }
+        }
+        if matches!(reason, ShutdownReason::Finished | ShutdownReason::ServerShutdown) && !self.input_ended {
+            self.linger().await;
+        }
+        debug!(conn = self.id, "socket closed");
+    }
+
+    /// After our FIN, reads and drops what the peer still sends until its own
+    /// FIN, so that closing a socket with unread input does not reset the
+    /// connection and destroy an answer the peer has not read yet. Bounded in
+    /// time and bytes.
+    async fn linger(&mut self) {
+        let deadline = Instant::now() + LINGER_TIME;
+        let mut discarded = 0;
+        let mut scratch = [0u8; 4096];
+        while discarded < LINGER_BYTES {
+            let ready = tokio::select! {
+                r = self.stream.readable() => r,
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = self.stop.abort.cancelled() => return,
+            };
+            if ready.is_err() {
+                return;
+            }
+            match self.stream.try_read(&mut scratch) {
+                Ok(0) => return,
+                Ok(n) => discarded += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Most time and bytes spent draining a finished connection's input.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// Runs one inbox call under the CPU limit. Past the limit the call's future
+/// is dropped, which unwinds the guest; the instance is not used again.
+async fn call(
+    store: &mut Store<HostState>,
+    handler: &ConnectionHandler,
+    cpu_limit: std::time::Duration,
+    what: Inbox<'_>,
+) -> Result<(), ShutdownReason> {
+    let inbox = handler.pier_server_inbox();
+    let fut = async {
+        match what {
+            Inbox::NewCsa(info) => inbox.call_new_csa(&mut *store, &info).await,
+            Inbox::Data(bytes) => inbox.call_data(&mut *store, bytes).await,
+            Inbox::EndOfInput => inbox.call_end_of_input(&mut *store).await,
+            Inbox::Writable => inbox.call_writable(&mut *store).await,
+            Inbox::ShutdownCsa(reason) => inbox.call_shutdown_csa(&mut *store, &reason).await,
+        }
+    };
+    match tokio::time::timeout(cpu_limit, fut).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(trap)) => Err(trap_reason(&trap)),
+        Err(_) => Err(ShutdownReason::CpuLimit),
+    }
+}
+
+fn trap_reason(err: &wasmtime::Error) -> ShutdownReason {
+    if err.chain().any(|e| e.to_string().starts_with(MEMORY_LIMIT_TRAP)) {
+        return ShutdownReason::MemoryLimit;
+    }
+    let cause = match err.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => err.root_cause().to_string(),
+    };
+    ShutdownReason::Trapped(cause)
+}
+
+fn io_reason(e: &io::Error) -> ShutdownReason {
+    match e.kind() {
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted => {
+            ShutdownReason::PeerReset
+        }
+        _ => ShutdownReason::SocketError(e.to_string()),
+    }
+}
+
+/// The WIT reason for a host reason the handler can still be told.
+fn wit_reason(reason: &ShutdownReason) -> Option<WitShutdownReason> {
+    Some(match reason {
+        ShutdownReason::PeerClosed => WitShutdownReason::PeerClosed,
+        ShutdownReason::PeerReset => WitShutdownReason::PeerReset,
+        ShutdownReason::IdleTimeout => WitShutdownReason::IdleTimeout,
+        ShutdownReason::ServerShutdown => WitShutdownReason::ServerShutdown,
+        ShutdownReason::Finished => WitShutdownReason::Finished,
+        ShutdownReason::Closed => WitShutdownReason::Closed,
+        ShutdownReason::SocketError(e) => WitShutdownReason::SocketError(e.clone()),
+        _ => return None,
+    })
+}
+
+/// Closes our write side (FIN) without giving up the stream.
+fn shutdown_write(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).shutdown(Shutdown::Write);
+}

@@ -1,0 +1,72 @@
+//! Server events: Kamaelia's `protocolHandlerSignal` outbox. An embedding
+//! program subscribes with [`crate::Server::subscribe`] and sees every
+//! connection begin and end, in order per connection.
+
+use crate::outbox::CsaHandle;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// One event of the server's event stream.
+#[derive(Clone, Debug)]
+pub enum ServerEvent {
+    /// A connection was accepted and its handler instance created.
+    NewCsa {
+        id: u64,
+        listener: Arc<str>,
+        peer: SocketAddr,
+        local: SocketAddr,
+        /// Send to, finish or close this connection from the embedder.
+        handle: CsaHandle,
+    },
+    /// A connection ended; its instance is gone. Always follows the
+    /// connection's `NewCsa`.
+    ShutdownCsa { id: u64, listener: Arc<str>, reason: ShutdownReason },
+}
+
+/// Why a connection ended (Kamaelia's `howDied`). The first seven mirror the
+/// WIT `shutdown-reason` a handler sees; the rest are reasons a handler cannot
+/// be told, because its instance is the thing that failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShutdownReason {
+    PeerClosed,
+    PeerReset,
+    IdleTimeout,
+    ServerShutdown,
+    Finished,
+    Closed,
+    SocketError(String),
+    /// The handler trapped (`unreachable`, a panic, stack overflow, ...).
+    Trapped(String),
+    /// The handler grew its linear memory past the listener's memory limit.
+    MemoryLimit,
+    /// One inbox call ran past the listener's CPU limit.
+    CpuLimit,
+    /// The handler could not be instantiated.
+    InstantiateFailed(String),
+}
+
+impl ShutdownReason {
+    /// True when the handler instance is no longer usable.
+    pub fn instance_failed(&self) -> bool {
+        matches!(self, Self::Trapped(_) | Self::MemoryLimit | Self::CpuLimit | Self::InstantiateFailed(_))
+    }
+}
+
+impl fmt::Display for ShutdownReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::PeerClosed => f.write_str("peer-closed"),
+            Self::PeerReset => f.write_str("peer-reset"),
+            Self::IdleTimeout => f.write_str("idle-timeout"),
+            Self::ServerShutdown => f.write_str("server-shutdown"),
+            Self::Finished => f.write_str("finished"),
+            Self::Closed => f.write_str("closed"),
+            Self::SocketError(e) => write!(f, "socket-error: {e}"),
+            Self::Trapped(e) => write!(f, "trapped: {e}"),
+            Self::MemoryLimit => f.write_str("memory-limit"),
+            Self::CpuLimit => f.write_str("cpu-limit"),
+            Self::InstantiateFailed(e) => write!(f, "instantiate-failed: {e}"),
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! pier: a TCP server whose protocol handlers are sandboxed WebAssembly
+//! components, a re-creation of Kamaelia's TCPServer / ConnectedSocketAdapter.
+//!
+//! # Layout
+//!
+//! - [`config`]: listeners, their socket options and limits, with defaults.
+//! - `engine`: the one wasmtime engine (pooling allocator, epoch ticker).
+//! - `plugin`: loading and checking handler components.
+//! - `listener`: binding (`makeTCPServerPort`) and the accept loop.
+//! - `csa`: one task per connection: socket <-> handler instance.
+//! - `outbox`: the bounded queue to the peer, shared with [`CsaHandle`].
+//! - `state`: what a handler's `Store` holds (WASI with nothing granted).
+//! - [`events`]: the `NewCsa` / `ShutdownCsa` stream for embedders.
+//! - [`Server`]: ties them together and carries out `serverShutdown`.
+//!
+//! # Embedding
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use pier::{ListenAddr, ListenerConfig, Server, ServerConfig, ServerEvent};
+//! let echo = ListenerConfig::new("echo", ListenAddr::parse_addr("127.0.0.1:0")?, "echo.wasm");
+//! let server = Server::bind(ServerConfig::new(vec![echo])).await?;
+//! let mut events = server.subscribe();
+//! let stop = server.shutdown_handle();
+//! tokio::spawn(async move {
+//!     while let Ok(ServerEvent::NewCsa { handle, .. }) = events.recv().await {
+//!         let _ = handle.send(b"welcome\n".to_vec());
+//!     }
+//! });
+//! tokio::spawn(async move { tokio::signal::ctrl_c().await.ok(); stop.shutdown() });
+//! server.run().await
+//! # }
+//! ```
+//!
+//! Set `RUST_LIB_BACKTRACE=0` in processes that embed pier with
+//! `RUST_BACKTRACE=1`: wasmtime would otherwise capture a backtrace each time
+//! a connection's store is dropped. The `pier` binary does this itself.
+
+mod bindings;
+pub mod config;
+mod csa;
+mod engine;
+pub mod events;
+mod guest_log;
+mod listener;
+mod outbox;
+mod plugin;
+mod server;
+mod state;
+
+pub use config::{ListenAddr, ListenerConfig, ServerConfig};
+pub use csa::READ_CHUNK;
+pub use events::{ServerEvent, ShutdownReason};
+pub use outbox::{CsaHandle, SendError};
+pub use server::{Server, ShutdownHandle};
+
+/// Validates a plugin as `pier check` does, without binding anything, and
+/// describes its world, imports and exports.
+pub fn check(path: &std::path::Path) -> anyhow::Result<String> {
+    let engine = wasmtime::Engine::default();
+    let component = plugin::compile(&engine, path)?;
+    plugin::prepare(&plugin::linker(&engine)?, &component, path)?;
+    Ok(plugin::describe(&engine, &component))
+}

@@ -1,0 +1,129 @@
+//! A listener: Kamaelia's TCPServer. Binds its socket (`makeTCPServerPort`),
+//! then accepts connections while it has room, starting one CSA task each.
+
+use crate::bindings::ConnectionHandlerPre;
+use crate::config::{ListenAddr, ListenerConfig};
+use crate::csa::{self, Stop};
+use crate::events::ServerEvent;
+use crate::state::HostState;
+use anyhow::{Context, bail};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{Semaphore, broadcast};
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+/// What every CSA of one listener shares.
+pub(crate) struct ListenerRuntime {
+    pub(crate) name: Arc<str>,
+    pub(crate) config: ListenerConfig,
+    pub(crate) pre: ConnectionHandlerPre<HostState>,
+    pub(crate) events: broadcast::Sender<ServerEvent>,
+}
+
+impl ListenerRuntime {
+    /// Publishes a server event; free when nobody subscribed.
+    pub(crate) fn emit(&self, event: ServerEvent) {
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(event);
+        }
+    }
+}
+
+/// Connection ids, unique for the life of the process.
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Binds a listener's socket: the address given, or a random free port in a
+/// range, trying each port of the range once from a random start.
+pub(crate) fn bind(config: &ListenerConfig) -> anyhow::Result<TcpListener> {
+    let name = &config.name;
+    match config.listen {
+        ListenAddr::Addr(addr) => bind_one(addr, config.backlog).map_err(|e| bind_error(name, addr, &e)),
+        ListenAddr::Range { host, lo, hi } => {
+            let span = u32::from(hi - lo) + 1;
+            let start = random_u32() % span;
+            let mut last = None;
+            for i in 0..span {
+                let port = lo + ((start + i) % span) as u16;
+                let addr = SocketAddr::new(host, port);
+                match bind_one(addr, config.backlog) {
+                    Ok(l) => return Ok(l),
+                    Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
+                    Err(e) => return Err(bind_error(name, addr, &e)),
+                }
+            }
+            let e = last.unwrap_or_else(|| io::ErrorKind::AddrInUse.into());
+            bail!(
+                "listener `{name}`: no free port in {host}:{lo}-{hi} ({e}); widen the range or free a port"
+            )
+        }
+    }
+}
+
+fn bind_one(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    // FastRestartServer: rebind at once after a restart.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
+fn bind_error(name: &str, addr: SocketAddr, e: &io::Error) -> anyhow::Error {
+    let fix = match e.kind() {
+        io::ErrorKind::AddrInUse => "another process is listening there; pick another port, or port 0 for any free port",
+        io::ErrorKind::AddrNotAvailable => "that address is not on this machine; use 127.0.0.1, 0.0.0.0 or a local address",
+        io::ErrorKind::PermissionDenied => "ports below 1024 need privileges; pick a port above 1023",
+        _ => "check the address",
+    };
+    anyhow::anyhow!("listener `{name}`: cannot bind {addr}: {e}; {fix}")
+}
+
+/// A few random bits without a dependency: std's per-process hash seed.
+fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now()) as u32
+}
+
+/// Accepts connections until `stop.shutdown`, at most `max_connections` at a
+/// time: when full, it waits and the kernel backlog queues new clients.
+pub(crate) async fn accept_loop(listener: TcpListener, rt: Arc<ListenerRuntime>, stop: Stop, tasks: TaskTracker) {
+    let slots = Arc::new(Semaphore::new(rt.config.max_connections as usize));
+    let name = rt.name.clone();
+    loop {
+        let permit = tokio::select! {
+            _ = stop.shutdown.cancelled() => break,
+            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+        };
+        let (stream, peer) = tokio::select! {
+            _ = stop.shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // EMFILE, ECONNABORTED...: transient; never end the server.
+                    warn!(listener = &*name, error = %e, "accept failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        if rt.config.nodelay {
+            let _ = stream.set_nodelay(true);
+        }
+        let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
+        let (rt, stop) = (rt.clone(), stop.clone());
+        tasks.spawn(async move {
+            csa::serve(stream, peer, id, rt, stop).await;
+            drop(permit);
+        });
+    }
+    info!(listener = &*name, "stopped accepting");
+}
+
+/// The bound address, for the `listening` line.
+pub(crate) fn local_addr(listener: &TcpListener, name: &str) -> anyhow::Result<SocketAddr> {
+    listener.local_addr().with_context(|| format!("listener `{name}`: reading the bound address"))
+}
