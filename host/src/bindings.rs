@@ -8,5 +8,5 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
+pub use self::pier::server::types::SendError;
 pub use exports::pier::server::inbox::{ConnectionInfo, ShutdownReason as WitShutdownReason};
-pub use pier::server::types::SendError;

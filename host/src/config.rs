@@ -174,18 +174,12 @@ mod tests {
 
     #[test]
     fn parses_addresses_and_ranges() {
-        assert_eq!(
-            ListenAddr::parse_addr("127.0.0.1:0").unwrap(),
-            ListenAddr::Addr("127.0.0.1:0".parse().unwrap())
-        );
+        assert_eq!(ListenAddr::parse_addr("127.0.0.1:0").unwrap(), ListenAddr::Addr("127.0.0.1:0".parse().unwrap()));
         assert!(ListenAddr::parse_addr("[::1]:7000").is_ok());
         let err = ListenAddr::parse_addr("localhost").unwrap_err().to_string();
         assert!(err.contains("invalid listen address `localhost`"), "{err}");
         let host = "127.0.0.1".parse().unwrap();
-        assert_eq!(
-            ListenAddr::parse_range(host, "7000-7010").unwrap(),
-            ListenAddr::Range { host, lo: 7000, hi: 7010 }
-        );
+        assert_eq!(ListenAddr::parse_range(host, "7000-7010").unwrap(), ListenAddr::Range { host, lo: 7000, hi: 7010 });
         let err = ListenAddr::parse_range(host, "7010-7000").unwrap_err().to_string();
         assert!(err.contains("is empty"), "{err}");
         assert!(ListenAddr::parse_range(host, "7000").is_err());

@@ -91,18 +91,20 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, id: u64, rt: Arc<
                 last_activity: Instant::now(),
                 idle,
             };
-            let info = ConnectionInfo {
-                id,
-                listener: listener.to_string(),
-                peer: peer.to_string(),
-                local: local.to_string(),
-            };
+            let info =
+                ConnectionInfo { id, listener: listener.to_string(), peer: peer.to_string(), local: local.to_string() };
             let reason = csa.run(info).await;
             csa.close(&reason).await;
             reason
         }
         Err(reason) => {
-            rt.emit(ServerEvent::NewCsa { id, listener: listener.clone(), peer, local, handle: CsaHandle::new(id, shared) });
+            rt.emit(ServerEvent::NewCsa {
+                id,
+                listener: listener.clone(),
+                peer,
+                local,
+                handle: CsaHandle::new(id, shared),
+            });
             reason
         }
     };
@@ -241,10 +243,10 @@ impl Csa {
     /// Tells a live handler why its connection ended, then closes the socket.
     async fn close(&mut self, reason: &ShutdownReason) {
         self.shared.outbox().close();
-        if !reason.instance_failed() && !self.told_shutdown {
-            if let Some(wit) = wit_reason(reason) {
-                let _ = self.deliver(Inbox::ShutdownCsa(wit)).await;
-            }
+        if !self.told_shutdown
+            && let Some(wit) = wit_reason(reason)
+        {
+            let _ = self.deliver(Inbox::ShutdownCsa(wit)).await;
         }
         if matches!(reason, ShutdownReason::Finished | ShutdownReason::ServerShutdown) && !self.input_ended {
             self.linger().await;

@@ -57,9 +57,7 @@ pub(crate) fn bind(config: &ListenerConfig) -> anyhow::Result<TcpListener> {
                 }
             }
             let e = last.unwrap_or_else(|| io::ErrorKind::AddrInUse.into());
-            bail!(
-                "listener `{name}`: no free port in {host}:{lo}-{hi} ({e}); widen the range or free a port"
-            )
+            bail!("listener `{name}`: no free port in {host}:{lo}-{hi} ({e}); widen the range or free a port")
         }
     }
 }
@@ -74,8 +72,12 @@ fn bind_one(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
 
 fn bind_error(name: &str, addr: SocketAddr, e: &io::Error) -> anyhow::Error {
     let fix = match e.kind() {
-        io::ErrorKind::AddrInUse => "another process is listening there; pick another port, or port 0 for any free port",
-        io::ErrorKind::AddrNotAvailable => "that address is not on this machine; use 127.0.0.1, 0.0.0.0 or a local address",
+        io::ErrorKind::AddrInUse => {
+            "another process is listening there; pick another port, or port 0 for any free port"
+        }
+        io::ErrorKind::AddrNotAvailable => {
+            "that address is not on this machine; use 127.0.0.1, 0.0.0.0 or a local address"
+        }
         io::ErrorKind::PermissionDenied => "ports below 1024 need privileges; pick a port above 1023",
         _ => "check the address",
     };

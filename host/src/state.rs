@@ -83,7 +83,10 @@ pub(crate) const MEMORY_LIMIT_TRAP: &str = "memory limit reached";
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.limit {
-            wasmtime::bail!("{MEMORY_LIMIT_TRAP}: the handler asked for {desired} bytes, the listener allows {}", self.limit);
+            wasmtime::bail!(
+                "{MEMORY_LIMIT_TRAP}: the handler asked for {desired} bytes, the listener allows {}",
+                self.limit
+            );
         }
         Ok(true)
     }

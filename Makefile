@@ -1,0 +1,48 @@
+# pier: the entry points a newcomer types.
+#   make run    build everything and serve the demo
+#   make test   install what the tests need, build, run the whole suite
+
+CARGO   ?= cargo
+GUESTS  := echo counter wrong-world
+WASM    := target/wasm32-wasip2/release
+PIER    := target/release/pier
+APT_PKGS := netcat-openbsd
+
+.PHONY: all setup build run test lint fmt clean
+
+all: build
+
+## setup: the wasm32-wasip2 target and the Debian packages tests use, if missing
+setup:
+	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+## build: the host in release and every guest component
+build: setup
+	$(CARGO) build --release -p pier
+	$(CARGO) build --release --target wasm32-wasip2 $(addprefix -p ,$(GUESTS))
+
+## run: serve the echo guest on 127.0.0.1:7000
+run: build
+	@echo "try: nc 127.0.0.1 7000"
+	$(PIER) serve --name echo --listen 127.0.0.1:7000 --plugin $(WASM)/echo.wasm
+
+## test: the whole suite against the release build
+test: build
+	$(CARGO) test --release -p pier -- --test-threads=4
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release -p pier --all-targets -- -D warnings
+	$(CARGO) clippy --release --target wasm32-wasip2 $(addprefix -p ,$(GUESTS)) -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,220 @@
+//! Test harness: start the real `pier` binary, find its ports from its
+//! `listening` lines, talk to it over TCP. Every wait has a deadline.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Longest any single step of a test may wait.
+pub const STEP: Duration = Duration::from_secs(10);
+
+/// `target/` of this workspace, found from the test binary's own path.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/all-<hash>
+    exe.ancestors().nth(3).expect("target dir").to_path_buf()
+}
+
+/// A guest built by `make build`.
+pub fn guest(name: &str) -> PathBuf {
+    let path = target_dir().join("wasm32-wasip2/release").join(format!("{name}.wasm"));
+    assert!(path.exists(), "{} is missing: run `make build` first", path.display());
+    path
+}
+
+pub fn pier_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pier"))
+}
+
+/// A running `pier serve`; killed on drop, its stderr printed if the test failed.
+pub struct Pier {
+    child: Child,
+    pub addrs: Vec<(String, SocketAddr)>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Pier {
+    /// Starts `pier serve ARGS` and waits for `listeners` `listening` lines.
+    pub fn start(args: &[&str], listeners: usize) -> Pier {
+        let mut child = Command::new(pier_bin())
+            .arg("serve")
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning pier");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while err.read_line(&mut line).unwrap_or(0) > 0 {
+                sink.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        let (tx, rx) = mpsc::channel();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in out.lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut pier = Pier { child, addrs: Vec::new(), stderr };
+        let deadline = Instant::now() + STEP;
+        while pier.addrs.len() < listeners {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(line) => line,
+                Err(_) => panic!("pier printed no `listening` line in time; stderr:\n{}", pier.stderr()),
+            };
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(parts.len(), 3, "unexpected stdout line `{line}`");
+            assert_eq!(parts[0], "listening", "unexpected stdout line `{line}`");
+            pier.addrs.push((parts[1].to_string(), parts[2].parse().expect("listening address")));
+        }
+        pier
+    }
+
+    /// The first listener's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0].1
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0, "kill failed");
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until stderr contains `needle`, at most `STEP`.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + STEP;
+        loop {
+            let text = self.stderr();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "pier never logged `{needle}`; stderr:\n{text}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Resident set size of the server process, in KiB (from /proc).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+}
+
+impl Drop for Pier {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- pier stderr ----\n{}", self.stderr());
+        }
+    }
+}
+
+/// Runs `pier ARGS` to completion (at most `STEP`), for commands that exit.
+pub fn run_pier(args: &[&str]) -> Output {
+    let mut child = Command::new(pier_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning pier");
+    let deadline = Instant::now() + STEP;
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("`pier {}` did not exit within {STEP:?}", args.join(" "));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("pier output")
+}
+
+/// A client socket whose every read and write times out.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, STEP).expect("connect");
+    s.set_read_timeout(Some(STEP)).unwrap();
+    s.set_write_timeout(Some(STEP)).unwrap();
+    s
+}
+
+/// Reads exactly `n` bytes.
+pub fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    s.read_exact(&mut buf).expect("read_exact");
+    buf
+}
+
+/// Reads until the peer closes; panics on timeout or reset.
+pub fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).expect("read to EOF");
+    buf
+}
+
+/// Sends `data`, closes the write side, returns everything read back.
+pub fn exchange(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
+    let mut s = connect(addr);
+    let writer = {
+        let mut w = s.try_clone().unwrap();
+        let data = data.to_vec();
+        std::thread::spawn(move || {
+            w.write_all(&data).expect("write");
+            w.shutdown(Shutdown::Write).expect("shutdown");
+        })
+    };
+    let got = read_to_eof(&mut s);
+    writer.join().unwrap();
+    got
+}
+
+/// A deterministic byte pattern unique to `seed`.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

@@ -1,0 +1,74 @@
+//! The echo guest end to end, and one instance per connection.
+
+use crate::common::*;
+use std::io::Write;
+use std::net::Shutdown;
+
+fn echo_server() -> Pier {
+    let plugin = guest("echo");
+    Pier::start(&["--listen", "127.0.0.1:0", "--plugin", plugin.to_str().unwrap()], 1)
+}
+
+#[test]
+fn one_byte_and_a_line_come_back() {
+    let pier = echo_server();
+    let mut s = connect(pier.addr());
+    s.write_all(b"x").unwrap();
+    assert_eq!(read_n(&mut s, 1), b"x");
+    s.write_all(b"hello, pier\n").unwrap();
+    assert_eq!(read_n(&mut s, 12), b"hello, pier\n");
+    s.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_eof(&mut s), b"", "EOF after the echo of a half-closed connection");
+}
+
+#[test]
+fn four_mebibytes_written_and_read_concurrently() {
+    let pier = echo_server();
+    let data = pattern(4, 4 << 20);
+    let got = exchange(pier.addr(), &data);
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "echoed bytes differ");
+}
+
+#[test]
+fn hundred_concurrent_connections_get_their_own_bytes() {
+    let pier = echo_server();
+    let addr = pier.addr();
+    let clients: Vec<_> = (0..100u64)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let data = pattern(i + 100, 1000 + i as usize * 37);
+                let got = exchange(addr, &data);
+                assert!(got == data, "connection {i} got someone else's bytes");
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("client thread");
+    }
+    // The server is still answering.
+    assert_eq!(exchange(addr, b"still here"), b"still here");
+}
+
+#[test]
+fn every_connection_has_its_own_instance() {
+    let plugin = guest("counter");
+    let pier = Pier::start(&["--listen", "127.0.0.1:0", "--plugin", plugin.to_str().unwrap()], 1);
+    let mut a = connect(pier.addr());
+    let mut b = connect(pier.addr());
+    let mut ask = |s: &mut std::net::TcpStream, bytes: &[u8]| {
+        s.write_all(bytes).unwrap();
+        let mut line = Vec::new();
+        while !line.ends_with(b"\n") {
+            line.extend(read_n(s, 1));
+        }
+        String::from_utf8(line).unwrap()
+    };
+    assert_eq!(ask(&mut a, b"aaaa"), "4\n");
+    assert_eq!(ask(&mut b, b"bb"), "2\n", "b must not see a's count");
+    assert_eq!(ask(&mut a, b"cc"), "6\n");
+    drop(a);
+    let mut c = connect(pier.addr());
+    assert_eq!(ask(&mut c, b"z"), "1\n", "a new connection starts from zero");
+    assert_eq!(ask(&mut b, b"b"), "3\n");
+}

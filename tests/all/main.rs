@@ -1,0 +1,9 @@
+//! pier's integration suite: the real binary and real components over real
+//! loopback sockets. `make build` must have built the guests first.
+
+mod common;
+
+mod cli;
+mod echo;
+mod embed;
+mod shutdown;
