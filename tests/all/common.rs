@@ -118,6 +118,7 @@ impl Pier {
     }
 
     /// Waits until stderr contains `needle`, at most `STEP`.
+    #[allow(dead_code, reason = "used by some test modules only")]
     pub fn wait_for_log(&self, needle: &str) -> String {
         let deadline = Instant::now() + STEP;
         loop {
@@ -131,6 +132,7 @@ impl Pier {
     }
 
     /// Resident set size of the server process, in KiB (from /proc).
+    #[allow(dead_code, reason = "used by some test modules only")]
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
         let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");

@@ -56,7 +56,7 @@ fn every_connection_has_its_own_instance() {
     let pier = Pier::start(&["--listen", "127.0.0.1:0", "--plugin", plugin.to_str().unwrap()], 1);
     let mut a = connect(pier.addr());
     let mut b = connect(pier.addr());
-    let mut ask = |s: &mut std::net::TcpStream, bytes: &[u8]| {
+    let ask = |s: &mut std::net::TcpStream, bytes: &[u8]| {
         s.write_all(bytes).unwrap();
         let mut line = Vec::new();
         while !line.ends_with(b"\n") {
