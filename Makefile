@@ -3,7 +3,7 @@
 #   make test   install what the tests need, build, run the whole suite
 
 CARGO   ?= cargo
-GUESTS  := echo counter wrong-world
+GUESTS  := echo chargen fortune counter flow wrong-world
 WASM    := target/wasm32-wasip2/release
 PIER    := target/release/pier
 APT_PKGS := netcat-openbsd

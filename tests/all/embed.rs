@@ -106,3 +106,24 @@ async fn shutdown_handle_stops_the_server() {
     timeout(STEP, run).await.expect("run returns").unwrap().unwrap();
     assert!(TcpStream::connect(addr).await.is_err(), "no longer listening");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reset_shows_as_peer_reset() {
+    let (addr, mut events, stop) = echo_server().await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let ServerEvent::NewCsa { id, .. } = next(&mut events).await else { panic!("expected NewCsa") };
+    client.write_all(b"x").await.unwrap();
+    let mut buf = [0u8; 1];
+    timeout(STEP, client.read_exact(&mut buf)).await.unwrap().unwrap();
+    // SO_LINGER 0: close sends RST.
+    socket2::SockRef::from(&client).set_linger(Some(std::time::Duration::ZERO)).unwrap();
+    drop(client);
+    match next(&mut events).await {
+        ServerEvent::ShutdownCsa { id: closed, reason, .. } => {
+            assert_eq!(closed, id);
+            assert_eq!(reason, ShutdownReason::PeerReset);
+        }
+        other => panic!("expected ShutdownCsa, got {other:?}"),
+    }
+    stop.shutdown();
+}

@@ -5,5 +5,6 @@ mod common;
 
 mod cli;
 mod echo;
+mod flow;
 mod embed;
 mod shutdown;

@@ -1,0 +1,35 @@
+//! Fortune cookie: sends one fortune, chosen by connection id, then
+//! `finish`es, so the connection closes right after the last byte.
+
+wit_bindgen::generate!({ path: "../../wit", world: "connection-handler" });
+
+use exports::pier::server::inbox::{ConnectionInfo, Guest, ShutdownReason};
+use pier::server::outbox;
+
+/// Fortunes separated by lines holding a single `%` (the fortune(6) format).
+const FORTUNES: &str = include_str!("fortunes.txt");
+
+fn pick(id: u64) -> String {
+    let all: Vec<&str> = FORTUNES.split("\n%\n").map(str::trim).filter(|f| !f.is_empty()).collect();
+    format!("{}\n", all[(id as usize) % all.len()])
+}
+
+struct Fortune;
+
+impl Guest for Fortune {
+    fn new_csa(info: ConnectionInfo) {
+        // A fresh outbox is empty, so this one send is always taken whole.
+        let _ = outbox::send(pick(info.id).as_bytes());
+        outbox::finish();
+    }
+
+    fn data(_bytes: Vec<u8>) {}
+
+    fn end_of_input() {}
+
+    fn writable() {}
+
+    fn shutdown_csa(_reason: ShutdownReason) {}
+}
+
+export!(Fortune);
