@@ -3,7 +3,7 @@
 #   make test   install what the tests need, build, run the whole suite
 
 CARGO   ?= cargo
-GUESTS  := echo chargen fortune counter flow wrong-world
+GUESTS  := echo chargen fortune counter flow misbehave wrong-world
 WASM    := target/wasm32-wasip2/release
 PIER    := target/release/pier
 APT_PKGS := netcat-openbsd
@@ -27,10 +27,12 @@ build: setup
 	$(CARGO) build --release -p pier
 	$(CARGO) build --release --target wasm32-wasip2 $(addprefix -p ,$(GUESTS))
 
-## run: serve the echo guest on 127.0.0.1:7000
+## run: serve examples/pier.toml, every demo handler on its own port
 run: build
-	@echo "try: nc 127.0.0.1 7000"
-	$(PIER) serve --name echo --listen 127.0.0.1:7000 --plugin $(WASM)/echo.wasm
+	@echo "try:  nc 127.0.0.1 7000           (echo: type a line)"
+	@echo "      nc 127.0.0.1 7001 | head    (chargen: RFC 864 stream)"
+	@echo "      nc 127.0.0.1 7002           (fortune: one text, then close)"
+	$(PIER) serve --config examples/pier.toml
 
 ## test: the whole suite against the release build
 test: build

@@ -2,6 +2,7 @@
 //! its limits. Every limit has a finite, documented default.
 
 use anyhow::{Context, bail};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -36,6 +37,22 @@ pub enum ListenAddr {
 }
 
 impl ListenAddr {
+    /// From `listen` (`HOST:PORT`, or just `HOST` with a range) and an
+    /// optional `port-range` (`LO-HI`), as the CLI and the config file give them.
+    pub fn from_parts(listen: Option<&str>, port_range: Option<&str>) -> anyhow::Result<Self> {
+        match (listen, port_range) {
+            (listen, Some(range)) => {
+                let host = match listen {
+                    None => IpAddr::from([127, 0, 0, 1]),
+                    Some(text) => parse_host(text)?,
+                };
+                Self::parse_range(host, range)
+            }
+            (Some(text), None) => Self::parse_addr(text),
+            (None, None) => bail!("no address: give listen = HOST:PORT (or a port-range LO-HI)"),
+        }
+    }
+
     /// Parses `HOST:PORT` (IPv6 in brackets, `[::1]:7000`).
     pub fn parse_addr(text: &str) -> anyhow::Result<Self> {
         let addr = SocketAddr::from_str(text).map_err(|_| {
@@ -64,6 +81,39 @@ impl ListenAddr {
     }
 }
 
+/// `HOST` or `HOST:PORT` (the port is ignored), for a port range's host.
+fn parse_host(text: &str) -> anyhow::Result<IpAddr> {
+    if let Ok(ip) = text.trim_matches(|c| c == '[' || c == ']').parse() {
+        return Ok(ip);
+    }
+    match ListenAddr::parse_addr(text)? {
+        ListenAddr::Addr(addr) => Ok(addr.ip()),
+        ListenAddr::Range { host, .. } => Ok(host),
+    }
+}
+
+/// Sizes such as `65536`, `64KiB`, `64MiB`, `1GiB` (KB/MB/GB mean the same).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("`{text}` is not a size: use e.g. 65536, 64KiB, 64MiB"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("`{text}` has an unknown unit: use B, KiB, MiB or GiB")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// Durations such as `250ms`, `1s`, `5m` (humantime syntax).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not a duration ({e}): use e.g. 250ms, 1s, 5m"))
+}
+
 impl fmt::Display for ListenAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -85,12 +135,24 @@ pub struct ListenerConfig {
     pub backlog: u32,
     /// TCP_NODELAY on accepted connections: send small writes at once.
     pub nodelay: bool,
+    /// SO_KEEPALIVE with this idle time before probes; `None`: off.
+    pub keepalive: Option<Duration>,
+    /// SO_REUSEPORT: several processes may share the port (kernel balances).
+    pub reuse_port: bool,
     pub max_connections: u32,
     pub memory_limit: u64,
     pub cpu_limit: Duration,
     pub idle_timeout: Duration,
     pub outbox_high_water: usize,
     pub outbox_low_water: usize,
+    /// Host directories the handler may read, each visible to it under its
+    /// own path. Nothing else of the filesystem is reachable.
+    pub allow_dirs: Vec<PathBuf>,
+    /// Environment variables the handler sees; none by default.
+    pub env: BTreeMap<String, String>,
+    /// Values the handler reads with `config.get(key)`: one plugin, several
+    /// tenants served differently.
+    pub settings: BTreeMap<String, String>,
 }
 
 impl ListenerConfig {
@@ -102,12 +164,17 @@ impl ListenerConfig {
             plugin: plugin.into(),
             backlog: DEFAULT_BACKLOG,
             nodelay: false,
+            keepalive: None,
+            reuse_port: false,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             memory_limit: DEFAULT_MEMORY_LIMIT,
             cpu_limit: DEFAULT_CPU_LIMIT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             outbox_high_water: DEFAULT_OUTBOX_HIGH_WATER,
             outbox_low_water: DEFAULT_OUTBOX_LOW_WATER,
+            allow_dirs: Vec::new(),
+            env: BTreeMap::new(),
+            settings: BTreeMap::new(),
         }
     }
 
@@ -136,6 +203,11 @@ impl ListenerConfig {
         if self.memory_limit < 64 << 10 {
             bail!("listener `{name}`: memory-limit must be at least 64 KiB (one wasm page)");
         }
+        for dir in &self.allow_dirs {
+            if !dir.is_dir() {
+                bail!("listener `{name}`: allow-dirs entry `{}` is not a directory; fix or remove it", dir.display());
+            }
+        }
         Ok(())
     }
 }
@@ -158,13 +230,33 @@ impl ServerConfig {
             bail!("no listener configured: give --listen and --plugin");
         }
         let mut names = std::collections::HashSet::new();
-        for l in &self.listeners {
+        for (i, l) in self.listeners.iter().enumerate() {
             l.validate()?;
             if !names.insert(&l.name) {
                 bail!("listener name `{}` is used twice: give each listener its own name", l.name);
             }
+            if let Some(other) = self.listeners[..i].iter().find(|o| same_port(&o.listen, &l.listen)) {
+                bail!(
+                    "listeners `{}` and `{}` both listen on {}: give each its own port (or port 0)",
+                    other.name,
+                    l.name,
+                    l.listen
+                );
+            }
         }
         Ok(())
+    }
+}
+
+/// Two fixed addresses that cannot both be bound (same port, overlapping host).
+fn same_port(a: &ListenAddr, b: &ListenAddr) -> bool {
+    match (a, b) {
+        (ListenAddr::Addr(a), ListenAddr::Addr(b)) => {
+            a.port() != 0
+                && a.port() == b.port()
+                && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+        }
+        _ => false,
     }
 }
 
@@ -198,5 +290,21 @@ mod tests {
             ListenerConfig::new("a", ListenAddr::parse_addr("127.0.0.1:0").unwrap(), "x.wasm"),
         ]);
         assert!(dup.validate().unwrap_err().to_string().contains("used twice"));
+        let same = ServerConfig::new(vec![
+            ListenerConfig::new("a", ListenAddr::parse_addr("127.0.0.1:7000").unwrap(), "x.wasm"),
+            ListenerConfig::new("b", ListenAddr::parse_addr("0.0.0.0:7000").unwrap(), "x.wasm"),
+        ]);
+        assert!(same.validate().unwrap_err().to_string().contains("both listen on"));
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("64 MiB"), Ok(64 << 20));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("3 parsecs").is_err());
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("soon").is_err());
     }
 }

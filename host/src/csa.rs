@@ -121,7 +121,8 @@ async fn instantiate(
     id: u64,
     shared: &Arc<CsaShared>,
 ) -> Result<(Store<HostState>, ConnectionHandler), ShutdownReason> {
-    let state = HostState::new(&rt.name, id, rt.config.memory_limit, shared.clone());
+    let state = HostState::new(rt, id, shared.clone())
+        .map_err(|e| ShutdownReason::InstantiateFailed(format!("preparing the sandbox: {e:#}")))?;
     let mut store = Store::new(rt.pre.engine(), state);
     store.limiter(|s| &mut s.limiter);
     // Yield to tokio at every epoch tick: a busy guest never holds a worker

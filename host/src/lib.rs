@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: listeners, their socket options and limits, with defaults.
+//! - [`config`]: listeners, their socket options and limits, with defaults;
+//!   [`config_file`]: the same from `pier.toml`.
 //! - `engine`: the one wasmtime engine (pooling allocator, epoch ticker).
 //! - `plugin`: loading and checking handler components.
 //! - `listener`: binding (`makeTCPServerPort`) and the accept loop.
@@ -38,6 +39,7 @@
 
 mod bindings;
 pub mod config;
+pub mod config_file;
 mod csa;
 mod engine;
 pub mod events;
@@ -61,4 +63,34 @@ pub fn check(path: &std::path::Path) -> anyhow::Result<String> {
     let component = plugin::compile(&engine, path)?;
     plugin::prepare(&plugin::linker(&engine)?, &component, path)?;
     Ok(plugin::describe(&engine, &component))
+}
+
+/// Validates every listener of a configuration as `pier check --config`
+/// does (limits, addresses, plugins and their worlds) without binding, and
+/// returns a table of the listeners.
+pub fn check_config(config: &ServerConfig) -> anyhow::Result<String> {
+    use std::fmt::Write as _;
+    config.validate()?;
+    let engine = wasmtime::Engine::default();
+    let linker = plugin::linker(&engine)?;
+    let mut out = format!(
+        "{:<12} {:<22} {:>9} {:>9} {:>8} {:>8}  {}\n",
+        "LISTENER", "LISTEN", "MAX-CONNS", "MEMORY", "CPU", "IDLE", "PLUGIN"
+    );
+    for l in &config.listeners {
+        let component = plugin::compile(&engine, &l.plugin)?;
+        plugin::prepare(&linker, &component, &l.plugin)?;
+        let _ = writeln!(
+            out,
+            "{:<12} {:<22} {:>9} {:>8}K {:>8} {:>8}  {}",
+            l.name,
+            l.listen.to_string(),
+            l.max_connections,
+            l.memory_limit >> 10,
+            humantime::format_duration(l.cpu_limit).to_string(),
+            humantime::format_duration(l.idle_timeout).to_string(),
+            l.plugin.display()
+        );
+    }
+    Ok(out)
 }

@@ -23,6 +23,8 @@ pub(crate) struct ListenerRuntime {
     pub(crate) config: ListenerConfig,
     pub(crate) pre: ConnectionHandlerPre<HostState>,
     pub(crate) events: broadcast::Sender<ServerEvent>,
+    /// The listener's `config` table, shared by its handlers' `config.get`.
+    pub(crate) settings: Arc<std::collections::BTreeMap<String, String>>,
 }
 
 impl ListenerRuntime {
@@ -42,7 +44,7 @@ static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 pub(crate) fn bind(config: &ListenerConfig) -> anyhow::Result<TcpListener> {
     let name = &config.name;
     match config.listen {
-        ListenAddr::Addr(addr) => bind_one(addr, config.backlog).map_err(|e| bind_error(name, addr, &e)),
+        ListenAddr::Addr(addr) => bind_one(addr, config).map_err(|e| bind_error(name, addr, &e)),
         ListenAddr::Range { host, lo, hi } => {
             let span = u32::from(hi - lo) + 1;
             let start = random_u32() % span;
@@ -50,7 +52,7 @@ pub(crate) fn bind(config: &ListenerConfig) -> anyhow::Result<TcpListener> {
             for i in 0..span {
                 let port = lo + ((start + i) % span) as u16;
                 let addr = SocketAddr::new(host, port);
-                match bind_one(addr, config.backlog) {
+                match bind_one(addr, config) {
                     Ok(l) => return Ok(l),
                     Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
                     Err(e) => return Err(bind_error(name, addr, &e)),
@@ -62,12 +64,26 @@ pub(crate) fn bind(config: &ListenerConfig) -> anyhow::Result<TcpListener> {
     }
 }
 
-fn bind_one(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+fn bind_one(addr: SocketAddr, config: &ListenerConfig) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     // FastRestartServer: rebind at once after a restart.
     socket.set_reuseaddr(true)?;
+    if config.reuse_port {
+        socket.set_reuseport(true)?;
+    }
     socket.bind(addr)?;
-    socket.listen(backlog)
+    socket.listen(config.backlog)
+}
+
+/// Per-connection socket options.
+fn tune(stream: &tokio::net::TcpStream, config: &ListenerConfig) {
+    if config.nodelay {
+        let _ = stream.set_nodelay(true);
+    }
+    if let Some(idle) = config.keepalive {
+        let keepalive = socket2::TcpKeepalive::new().with_time(idle);
+        let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
+    }
 }
 
 fn bind_error(name: &str, addr: SocketAddr, e: &io::Error) -> anyhow::Error {
@@ -112,9 +128,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, rt: Arc<ListenerRuntime>,
                 }
             },
         };
-        if rt.config.nodelay {
-            let _ = stream.set_nodelay(true);
-        }
+        tune(&stream, &rt.config);
         let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
         let (rt, stop) = (rt.clone(), stop.clone());
         tasks.spawn(async move {

@@ -1,10 +1,9 @@
 //! The `pier` command: `serve` and `check`.
 
 use clap::{Args, Parser, Subcommand};
-use pier::config::{DEFAULT_BACKLOG, DEFAULT_MAX_CONNECTIONS};
+use pier::config::{DEFAULT_BACKLOG, DEFAULT_GRACE, DEFAULT_MAX_CONNECTIONS, parse_duration, parse_size};
 use pier::{ListenAddr, ListenerConfig, Server, ServerConfig};
 use std::io::Write;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -20,22 +19,31 @@ struct Cli {
 enum Command {
     /// Serve a handler component on a TCP listener.
     Serve(ServeArgs),
-    /// Validate a handler component and print its world, imports and exports.
+    /// Validate a handler component (and print its world, imports and
+    /// exports) or a whole config file (and print its listeners), binding nothing.
     Check {
         /// The component (.wasm) to check.
-        plugin: PathBuf,
+        #[arg(required_unless_present = "config", conflicts_with = "config")]
+        plugin: Option<PathBuf>,
+        /// A pier.toml whose every listener to check.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
 }
 
 #[derive(Args)]
 struct ServeArgs {
+    /// Serve every listener of this config file (pier.toml) instead of the
+    /// one listener the flags below describe.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "plugin", "port_range", "name"])]
+    config: Option<PathBuf>,
     /// Address to listen on, HOST:PORT (port 0: any free port). With
     /// --port-range, only its host is used.
     #[arg(long, value_name = "HOST:PORT")]
     listen: Option<String>,
     /// The handler component (.wasm, world pier:server/connection-handler).
-    #[arg(long, value_name = "FILE.wasm")]
-    plugin: PathBuf,
+    #[arg(long, value_name = "FILE.wasm", required_unless_present = "config")]
+    plugin: Option<PathBuf>,
     /// Listener name, shown in `listening` lines and logs.
     #[arg(long, default_value = "main")]
     name: String,
@@ -48,6 +56,12 @@ struct ServeArgs {
     /// Set TCP_NODELAY on accepted connections.
     #[arg(long)]
     nodelay: bool,
+    /// Turn on TCP keepalive, probing after this idle time, e.g. 60s.
+    #[arg(long, value_parser = parse_duration)]
+    keepalive: Option<Duration>,
+    /// Set SO_REUSEPORT, so several servers can share the port.
+    #[arg(long)]
+    reuse_port: bool,
     /// Most live connections; past it the accept loop waits.
     #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
     max_connections: u32,
@@ -55,10 +69,10 @@ struct ServeArgs {
     #[arg(long, value_parser = parse_size, default_value = "64MiB")]
     memory_limit: u64,
     /// Most time one inbox call may run, e.g. 1s or 250ms.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
     cpu_limit: Duration,
     /// Close a connection with no traffic for this long, e.g. 5m.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
     idle_timeout: Duration,
     /// Outbox bytes at which `send` answers would-block, e.g. 64KiB.
     #[arg(long, value_parser = parse_size, default_value = "64KiB")]
@@ -67,26 +81,27 @@ struct ServeArgs {
     #[arg(long, value_parser = parse_size, default_value = "32KiB")]
     outbox_low_water: u64,
     /// On SIGINT/SIGTERM, how long handlers may flush before closing.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
     grace: Duration,
 }
 
 impl ServeArgs {
     fn into_config(self) -> anyhow::Result<ServerConfig> {
-        let listen = match (&self.port_range, &self.listen) {
-            (Some(range), listen) => {
-                let host = match listen {
-                    None => IpAddr::from([127, 0, 0, 1]),
-                    Some(text) => parse_host(text)?,
-                };
-                ListenAddr::parse_range(host, range)?
+        if let Some(path) = &self.config {
+            let mut config = pier::config_file::load(path)?;
+            if self.grace != DEFAULT_GRACE {
+                config.grace = self.grace;
             }
-            (None, Some(text)) => ListenAddr::parse_addr(text)?,
-            (None, None) => anyhow::bail!("give --listen HOST:PORT (or --port-range LO-HI) to say where to listen"),
-        };
-        let mut l = ListenerConfig::new(self.name, listen, self.plugin);
+            return Ok(config);
+        }
+        let listen = ListenAddr::from_parts(self.listen.as_deref(), self.port_range.as_deref())
+            .map_err(|e| anyhow::anyhow!("{e}; give --listen HOST:PORT (or --port-range LO-HI)"))?;
+        let plugin = self.plugin.expect("clap requires --plugin without --config");
+        let mut l = ListenerConfig::new(self.name, listen, plugin);
         l.backlog = self.backlog;
         l.nodelay = self.nodelay;
+        l.keepalive = self.keepalive;
+        l.reuse_port = self.reuse_port;
         l.max_connections = self.max_connections;
         l.memory_limit = self.memory_limit;
         l.cpu_limit = self.cpu_limit;
@@ -97,33 +112,6 @@ impl ServeArgs {
         config.grace = self.grace;
         Ok(config)
     }
-}
-
-/// `HOST` or `HOST:PORT` (the port is ignored) for --port-range.
-fn parse_host(text: &str) -> anyhow::Result<IpAddr> {
-    if let Ok(ip) = text.trim_matches(|c| c == '[' || c == ']').parse() {
-        return Ok(ip);
-    }
-    match ListenAddr::parse_addr(text)? {
-        ListenAddr::Addr(addr) => Ok(addr.ip()),
-        ListenAddr::Range { host, .. } => Ok(host),
-    }
-}
-
-/// Sizes such as `65536`, `64KiB`, `64MiB`, `1GiB` (KB/MB/GB mean the same).
-fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("`{text}` is not a size: use e.g. 65536, 64KiB, 64MiB"))?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(format!("`{text}` has an unknown unit: use B, KiB, MiB or GiB")),
-    };
-    n.checked_mul(mult).ok_or_else(|| format!("`{text}` is too large"))
 }
 
 fn main() -> ExitCode {
@@ -144,7 +132,11 @@ fn main() -> ExitCode {
         )
         .init();
     let result = match cli.command {
-        Command::Check { plugin } => pier::check(&plugin).map(|text| print!("{text}")),
+        Command::Check { plugin: Some(plugin), .. } => pier::check(&plugin).map(|text| print!("{text}")),
+        Command::Check { config: Some(path), .. } => {
+            pier::config_file::load(&path).and_then(|c| pier::check_config(&c)).map(|text| print!("{text}"))
+        }
+        Command::Check { .. } => unreachable!("clap requires a plugin or --config"),
         Command::Serve(args) => serve(args),
     };
     match result {
@@ -199,19 +191,5 @@ impl Signals {
             _ = self.term.recv() => {}
             _ = self.int.recv() => {}
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("65536"), Ok(65536));
-        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
-        assert_eq!(parse_size("64 MiB"), Ok(64 << 20));
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("3 parsecs").is_err());
     }
 }

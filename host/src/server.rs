@@ -63,6 +63,7 @@ impl Server {
                 config: l.clone(),
                 pre,
                 events: events.clone(),
+                settings: Arc::new(l.settings.clone()),
             }));
         }
         let mut listeners = Vec::new();

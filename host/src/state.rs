@@ -4,11 +4,13 @@
 
 use crate::bindings::{self, SendError as WitSendError};
 use crate::guest_log::{GuestLog, Stdio};
+use crate::listener::ListenerRuntime;
 use crate::outbox::{CsaShared, SendError};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 /// Most entries a guest may keep in its WASI resource table.
 const MAX_RESOURCES: usize = 1024;
@@ -18,23 +20,36 @@ pub(crate) struct HostState {
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) csa: Arc<CsaShared>,
+    settings: Arc<BTreeMap<String, String>>,
 }
 
 impl HostState {
-    pub(crate) fn new(listener: &Arc<str>, conn: u64, memory_limit: u64, csa: Arc<CsaShared>) -> Self {
-        let log = |stdio| GuestLog { listener: listener.clone(), conn, stdio };
-        // WASI 0.2 with nothing granted: no preopened directories, no
-        // environment, no arguments, no network; stdin is empty.
-        let wasi = WasiCtx::builder()
-            .stdout(log(Stdio::Stdout))
+    pub(crate) fn new(rt: &ListenerRuntime, conn: u64, csa: Arc<CsaShared>) -> anyhow::Result<Self> {
+        let log = |stdio| GuestLog { listener: rt.name.clone(), conn, stdio };
+        // WASI 0.2 with nothing granted but what the listener lists: no
+        // directories, environment, arguments or network; stdin is empty.
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(log(Stdio::Stdout))
             .stderr(log(Stdio::Stderr))
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+            .allow_ip_name_lookup(false);
+        for (key, value) in &rt.config.env {
+            wasi.env(key, value);
+        }
+        for dir in &rt.config.allow_dirs {
+            let guest_path = dir.to_string_lossy();
+            wasi.preopened_dir(dir, &guest_path, FsPerms::ReadOnly)?;
+        }
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
-        Self { wasi, table, limiter: MemoryLimiter { limit: memory_limit as usize }, csa }
+        Ok(Self {
+            wasi: wasi.build(),
+            table,
+            limiter: MemoryLimiter { limit: rt.config.memory_limit as usize },
+            csa,
+            settings: rt.settings.clone(),
+        })
     }
 }
 
@@ -45,6 +60,12 @@ impl WasiView for HostState {
 }
 
 impl bindings::pier::server::types::Host for HostState {}
+
+impl bindings::pier::server::config::Host for HostState {
+    fn get(&mut self, key: String) -> Option<String> {
+        self.settings.get(&key).cloned()
+    }
+}
 
 impl bindings::pier::server::outbox::Host for HostState {
     fn send(&mut self, data: Vec<u8>) -> Result<(), WitSendError> {

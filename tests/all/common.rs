@@ -43,7 +43,7 @@ impl Pier {
         let mut child = Command::new(pier_bin())
             .arg("serve")
             .args(args)
-            .env("RUST_LOG", "debug")
+            .env("RUST_LOG", "pier=debug,warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -120,13 +120,18 @@ impl Pier {
     /// Waits until stderr contains `needle`, at most `STEP`.
     #[allow(dead_code, reason = "used by some test modules only")]
     pub fn wait_for_log(&self, needle: &str) -> String {
+        self.wait_for_logs(needle, 1)
+    }
+
+    /// Waits until stderr contains `needle` at least `count` times.
+    pub fn wait_for_logs(&self, needle: &str, count: usize) -> String {
         let deadline = Instant::now() + STEP;
         loop {
             let text = self.stderr();
-            if text.contains(needle) {
+            if text.matches(needle).count() >= count {
                 return text;
             }
-            assert!(Instant::now() < deadline, "pier never logged `{needle}`; stderr:\n{text}");
+            assert!(Instant::now() < deadline, "pier never logged `{needle}` {count} times; stderr:\n{text}");
             std::thread::sleep(Duration::from_millis(10));
         }
     }

@@ -154,7 +154,7 @@ fn pause_reading_blocks_the_client_and_resume_delivers_everything_in_order() {
     let mut written = 0;
     let deadline = Instant::now() + STEP;
     loop {
-        match s.write(&data[written..(written + 64 << 10).min(data.len())]) {
+        match s.write(&data[written..(written + (64 << 10)).min(data.len())]) {
             Ok(n) => written += n,
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
             Err(e) => panic!("write failed: {e}"),

@@ -5,6 +5,7 @@ mod common;
 
 mod cli;
 mod echo;
-mod flow;
 mod embed;
+mod flow;
+mod limits;
 mod shutdown;

@@ -1,10 +1,11 @@
 //! Fortune cookie: sends one fortune, chosen by connection id, then
-//! `finish`es, so the connection closes right after the last byte.
+//! `finish`es, so the connection closes right after the last byte. A
+//! listener can set its own text with `config = { fortune = "..." }`.
 
 wit_bindgen::generate!({ path: "../../wit", world: "connection-handler" });
 
 use exports::pier::server::inbox::{ConnectionInfo, Guest, ShutdownReason};
-use pier::server::outbox;
+use pier::server::{config, outbox};
 
 /// Fortunes separated by lines holding a single `%` (the fortune(6) format).
 const FORTUNES: &str = include_str!("fortunes.txt");
@@ -19,7 +20,8 @@ struct Fortune;
 impl Guest for Fortune {
     fn new_csa(info: ConnectionInfo) {
         // A fresh outbox is empty, so this one send is always taken whole.
-        let _ = outbox::send(pick(info.id).as_bytes());
+        let text = config::get("fortune").map(|f| format!("{f}\n")).unwrap_or_else(|| pick(info.id));
+        let _ = outbox::send(text.as_bytes());
         outbox::finish();
     }
 

@@ -1,0 +1,99 @@
+//! Misbehaves on command, to prove that only its own connection pays. The
+//! first line the peer sends is the command:
+//!
+//! - `spin`: loop forever;
+//! - `oom`: allocate until the memory limit stops it;
+//! - `panic`: panic (a trap);
+//! - `overflow`: recurse until the stack is exhausted;
+//! - `fs PATH`, `env NAME`, `socket HOST:PORT`, `config KEY`: try to reach
+//!   outside the sandbox and answer `ok: ...` or `denied: ...`, then finish.
+
+wit_bindgen::generate!({ path: "../../../wit", world: "connection-handler" });
+
+use exports::pier::server::inbox::{ConnectionInfo, Guest, ShutdownReason};
+use pier::server::{config, outbox};
+use std::cell::RefCell;
+use std::hint::black_box;
+
+thread_local! {
+    static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Recurses (practically) without end, keeping its frame in wasm locals so
+/// that it exhausts wasm's own call stack rather than Rust's shadow stack in
+/// linear memory. The combination of the result is not a simple accumulator,
+/// so the compiler cannot turn the recursion into a loop.
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    if depth == u64::MAX {
+        return 0;
+    }
+    recurse(depth + 1).rotate_left((depth % 7) as u32) ^ depth
+}
+
+fn answer(result: Result<String, String>) {
+    let text = match result {
+        Ok(v) => format!("ok: {v}\n"),
+        Err(e) => format!("denied: {e}\n"),
+    };
+    let _ = outbox::send(text.as_bytes());
+    outbox::finish();
+}
+
+fn run(command: &str) {
+    let (verb, arg) = command.split_once(' ').unwrap_or((command, ""));
+    match verb {
+        "spin" => {
+            let mut n = 0u64;
+            loop {
+                n = black_box(n.wrapping_add(1));
+            }
+        }
+        "oom" => {
+            let mut hoard = Vec::new();
+            loop {
+                hoard.push(black_box(vec![1u8; 1 << 20]));
+            }
+        }
+        "panic" => panic!("the handler gave up"),
+        "overflow" => {
+            black_box(recurse(black_box(0)));
+        }
+        "fs" => answer(
+            std::fs::read_to_string(arg).map(|t| t.lines().next().unwrap_or("").to_string()).map_err(|e| e.to_string()),
+        ),
+        "env" => answer(std::env::var(arg).map_err(|e| e.to_string())),
+        "socket" => {
+            answer(std::net::TcpStream::connect(arg).map(|_| "connected".to_string()).map_err(|e| e.to_string()))
+        }
+        "config" => answer(config::get(arg).ok_or_else(|| format!("no config key `{arg}`"))),
+        _ => answer(Err(format!("unknown command `{command}`"))),
+    }
+}
+
+struct Misbehave;
+
+impl Guest for Misbehave {
+    fn new_csa(_info: ConnectionInfo) {}
+
+    fn data(bytes: Vec<u8>) {
+        let line = LINE.with_borrow_mut(|line| {
+            line.extend_from_slice(&bytes);
+            let nl = line.iter().position(|&b| b == b'\n')?;
+            Some(String::from_utf8_lossy(&line[..nl]).trim().to_string())
+        });
+        if let Some(command) = line {
+            run(&command);
+        }
+    }
+
+    fn end_of_input() {
+        outbox::finish();
+    }
+
+    fn writable() {}
+
+    fn shutdown_csa(_reason: ShutdownReason) {}
+}
+
+export!(Misbehave);
