@@ -2,10 +2,7 @@
 //! `finish`es, so the connection closes right after the last byte. A
 //! listener can set its own text with `config = { fortune = "..." }`.
 
-wit_bindgen::generate!({ path: "../../wit", world: "connection-handler" });
-
-use exports::pier::server::inbox::{ConnectionInfo, Guest, ShutdownReason};
-use pier::server::{config, outbox};
+use pier_guest::{ConnectionInfo, Handler, Outbox, config};
 
 /// Fortunes separated by lines holding a single `%` (the fortune(6) format).
 const FORTUNES: &str = include_str!("fortunes.txt");
@@ -17,21 +14,13 @@ fn pick(id: u64) -> String {
 
 struct Fortune;
 
-impl Guest for Fortune {
-    fn new_csa(info: ConnectionInfo) {
-        // A fresh outbox is empty, so this one send is always taken whole.
+impl Handler for Fortune {
+    fn on_connect(info: &ConnectionInfo, out: &mut Outbox) -> Self {
         let text = config::get("fortune").map(|f| format!("{f}\n")).unwrap_or_else(|| pick(info.id));
-        let _ = outbox::send(text.as_bytes());
-        outbox::finish();
+        out.send(text.as_bytes());
+        out.finish();
+        Fortune
     }
-
-    fn data(_bytes: Vec<u8>) {}
-
-    fn end_of_input() {}
-
-    fn writable() {}
-
-    fn shutdown_csa(_reason: ShutdownReason) {}
 }
 
-export!(Fortune);
+pier_guest::handler!(Fortune);
