@@ -6,6 +6,9 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "connection-handler",
     exports: { default: async },
+    with: {
+        "wasi:keyvalue/store.bucket": crate::keyvalue::Bucket,
+    },
 });
 
 pub use self::pier::server::types::SendError;

@@ -153,6 +153,9 @@ pub struct ListenerConfig {
     /// Values the handler reads with `config.get(key)`: one plugin, several
     /// tenants served differently.
     pub settings: BTreeMap<String, String>,
+    /// The backplane this listener's handlers use; listeners naming the same
+    /// one share it. `None`: a backplane of its own.
+    pub backplane: Option<String>,
 }
 
 impl ListenerConfig {
@@ -175,6 +178,7 @@ impl ListenerConfig {
             allow_dirs: Vec::new(),
             env: BTreeMap::new(),
             settings: BTreeMap::new(),
+            backplane: None,
         }
     }
 

@@ -48,6 +48,8 @@ struct Listener {
     env: BTreeMap<String, String>,
     #[serde(default)]
     config: BTreeMap<String, String>,
+    /// Share a named backplane with the listeners that give the same name.
+    backplane: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -129,6 +131,7 @@ fn listener(l: Listener, base: &Path) -> anyhow::Result<ListenerConfig> {
     c.allow_dirs = l.allow_dirs.into_iter().map(|d| base.join(d)).collect();
     c.env = l.env;
     c.settings = l.config;
+    c.backplane = l.backplane;
     Ok(c)
 }
 

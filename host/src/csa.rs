@@ -40,6 +40,7 @@ enum Inbox<'a> {
     Data(&'a [u8]),
     EndOfInput,
     Writable,
+    Message(&'a str, &'a [u8]),
     ShutdownCsa(WitShutdownReason),
 }
 
@@ -67,6 +68,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, id: u64, rt: Arc<
     let local = stream.local_addr().unwrap_or(peer);
     let shared = CsaShared::new(rt.config.outbox_high_water, rt.config.outbox_low_water);
     let listener = rt.name.clone();
+    let mailbox = shared.clone();
     let reason = match instantiate(&rt, id, &shared).await {
         Ok((store, handler)) => {
             rt.emit(ServerEvent::NewCsa {
@@ -108,6 +110,15 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, id: u64, rt: Arc<
             reason
         }
     };
+    let dropped = mailbox.mailbox().dropped;
+    if dropped > 0 {
+        tracing::info!(
+            listener = &*listener,
+            conn = id,
+            dropped,
+            "backplane messages dropped: the handler was too slow"
+        );
+    }
     if reason.instance_failed() {
         tracing::warn!(listener = &*listener, conn = id, %peer, %reason, "handler failed; connection closed");
     } else {
@@ -169,6 +180,15 @@ impl Csa {
                     return r;
                 }
                 continue;
+            }
+            if state == WriteState::Open && !self.told_shutdown {
+                let message = self.shared.mailbox().pop();
+                if let Some(m) = message {
+                    if let Err(r) = self.deliver(Inbox::Message(&m.topic, &m.body)).await {
+                        return r;
+                    }
+                    continue;
+                }
             }
             let can_read = !self.input_ended && !paused && !full && state == WriteState::Open;
             let want_write = queued > 0;
@@ -301,6 +321,7 @@ async fn call(
             Inbox::Data(bytes) => inbox.call_data(&mut *store, bytes).await,
             Inbox::EndOfInput => inbox.call_end_of_input(&mut *store).await,
             Inbox::Writable => inbox.call_writable(&mut *store).await,
+            Inbox::Message(topic, body) => inbox.call_message(&mut *store, topic, body).await,
             Inbox::ShutdownCsa(reason) => inbox.call_shutdown_csa(&mut *store, &reason).await,
         }
     };

@@ -37,6 +37,7 @@
 //! `RUST_BACKTRACE=1`: wasmtime would otherwise capture a backtrace each time
 //! a connection's store is dropped. The `pier` binary does this itself.
 
+mod backplane;
 mod bindings;
 pub mod config;
 pub mod config_file;
@@ -44,6 +45,7 @@ mod csa;
 mod engine;
 pub mod events;
 mod guest_log;
+mod keyvalue;
 mod listener;
 mod outbox;
 mod plugin;

@@ -25,6 +25,10 @@ pub(crate) struct ListenerRuntime {
     pub(crate) events: broadcast::Sender<ServerEvent>,
     /// The listener's `config` table, shared by its handlers' `config.get`.
     pub(crate) settings: Arc<std::collections::BTreeMap<String, String>>,
+    /// The backplane its handlers publish and subscribe on.
+    pub(crate) backplane: Arc<crate::backplane::Backplane>,
+    /// The key-value store its handlers share.
+    pub(crate) store: Arc<crate::keyvalue::Store>,
 }
 
 impl ListenerRuntime {

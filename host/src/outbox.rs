@@ -1,6 +1,7 @@
 //! The outbox of one CSA: the bounded queue of bytes on their way to the peer,
 //! and the handle through which an embedding program shares it with the guest.
 
+use crate::backplane::Mailbox;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -152,20 +153,30 @@ impl Outbox {
 #[derive(Debug)]
 pub(crate) struct CsaShared {
     pub(crate) outbox: Mutex<Outbox>,
+    /// Backplane messages waiting for the handler's `message`.
+    mailbox: Mutex<Mailbox>,
     /// Wakes the CSA task when someone other than its guest changed the
-    /// outbox (an embedder's send, finish or close).
+    /// outbox (an embedder's send, finish or close) or its mailbox.
     pub(crate) wake: Notify,
 }
 
 impl CsaShared {
     pub(crate) fn new(high_water: usize, low_water: usize) -> Arc<Self> {
-        Arc::new(Self { outbox: Mutex::new(Outbox::new(high_water, low_water)), wake: Notify::new() })
+        Arc::new(Self {
+            outbox: Mutex::new(Outbox::new(high_water, low_water)),
+            mailbox: Mutex::new(Mailbox::default()),
+            wake: Notify::new(),
+        })
     }
 
     /// The outbox, even if a panicking thread poisoned the lock: its state is
     /// plain data and stays consistent between calls.
     pub(crate) fn outbox(&self) -> MutexGuard<'_, Outbox> {
         self.outbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn mailbox(&self) -> MutexGuard<'_, Mailbox> {
+        self.mailbox.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

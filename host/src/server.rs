@@ -1,6 +1,7 @@
 //! The server: loads every listener's handler, binds every socket, runs the
 //! accept loops, and carries out `serverShutdown`.
 
+use crate::backplane::Backplane;
 use crate::config::ServerConfig;
 use crate::csa::Stop;
 use crate::engine::{self, PoolSize};
@@ -55,7 +56,10 @@ impl Server {
         let linker = plugin::linker(&engine)?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let mut runtimes = Vec::new();
+        let mut backplanes = std::collections::HashMap::new();
         for l in &config.listeners {
+            let backplane_name = l.backplane.clone().unwrap_or_else(|| l.name.clone());
+            let backplane: &Arc<Backplane> = backplanes.entry(backplane_name).or_default();
             let component = plugin::compile(&engine, &l.plugin)?;
             let pre = plugin::prepare(&linker, &component, &l.plugin)?;
             runtimes.push(Arc::new(ListenerRuntime {
@@ -64,6 +68,8 @@ impl Server {
                 pre,
                 events: events.clone(),
                 settings: Arc::new(l.settings.clone()),
+                backplane: backplane.clone(),
+                store: Arc::default(),
             }));
         }
         let mut listeners = Vec::new();

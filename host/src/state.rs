@@ -2,14 +2,17 @@
 //! granted), its memory limiter, and its CSA's outbox, which the guest's
 //! `outbox` imports write to.
 
+use crate::backplane::Subscriptions;
+use crate::bindings::wasi::keyvalue::store::{Error as KvError, KeyResponse};
 use crate::bindings::{self, SendError as WitSendError};
 use crate::guest_log::{GuestLog, Stdio};
+use crate::keyvalue::{self, Bucket};
 use crate::listener::ListenerRuntime;
 use crate::outbox::{CsaShared, SendError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use wasmtime::ResourceLimiter;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 /// Most entries a guest may keep in its WASI resource table.
@@ -21,6 +24,8 @@ pub(crate) struct HostState {
     pub(crate) limiter: MemoryLimiter,
     pub(crate) csa: Arc<CsaShared>,
     settings: Arc<BTreeMap<String, String>>,
+    subscriptions: Subscriptions,
+    store: Arc<keyvalue::Store>,
 }
 
 impl HostState {
@@ -49,6 +54,8 @@ impl HostState {
             limiter: MemoryLimiter { limit: rt.config.memory_limit as usize },
             csa,
             settings: rt.settings.clone(),
+            subscriptions: Subscriptions::new(rt.backplane.clone(), conn),
+            store: rt.store.clone(),
         })
     }
 }
@@ -64,6 +71,68 @@ impl bindings::pier::server::types::Host for HostState {}
 impl bindings::pier::server::config::Host for HostState {
     fn get(&mut self, key: String) -> Option<String> {
         self.settings.get(&key).cloned()
+    }
+}
+
+impl bindings::pier::server::backplane::Host for HostState {
+    fn publish(&mut self, topic: String, message: Vec<u8>) {
+        self.subscriptions.publish(&topic, message);
+    }
+
+    fn subscribe(&mut self, topic: String) {
+        self.subscriptions.subscribe(topic, &self.csa);
+    }
+
+    fn unsubscribe(&mut self, topic: String) {
+        self.subscriptions.unsubscribe(&topic);
+    }
+}
+
+impl HostState {
+    fn bucket(&self, bucket: &Resource<Bucket>) -> Result<&Bucket, KvError> {
+        self.table.get(bucket).map_err(|e| KvError::Other(e.to_string()))
+    }
+}
+
+impl bindings::wasi::keyvalue::store::Host for HostState {
+    fn open(&mut self, identifier: String) -> Result<Resource<Bucket>, KvError> {
+        let bucket = self.store.open(&identifier);
+        self.table.push(bucket).map_err(|e| KvError::Other(e.to_string()))
+    }
+}
+
+impl bindings::wasi::keyvalue::store::HostBucket for HostState {
+    fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Result<Option<Vec<u8>>, KvError> {
+        Ok(self.bucket(&bucket)?.get(&key))
+    }
+
+    fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Result<(), KvError> {
+        self.bucket(&bucket)?.set(key, value);
+        Ok(())
+    }
+
+    fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Result<(), KvError> {
+        self.bucket(&bucket)?.delete(&key);
+        Ok(())
+    }
+
+    fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Result<bool, KvError> {
+        Ok(self.bucket(&bucket)?.exists(&key))
+    }
+
+    fn list_keys(&mut self, bucket: Resource<Bucket>, cursor: Option<u64>) -> Result<KeyResponse, KvError> {
+        Ok(self.bucket(&bucket)?.list_keys(cursor))
+    }
+
+    fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
+        self.table.delete(bucket)?;
+        Ok(())
+    }
+}
+
+impl bindings::wasi::keyvalue::atomics::Host for HostState {
+    fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: u64) -> Result<u64, KvError> {
+        self.bucket(&bucket)?.increment(key, delta)
     }
 }
 

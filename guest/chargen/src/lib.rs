@@ -2,64 +2,54 @@
 //! each starting one character further along the 95 printable ASCII
 //! characters, ended by CR LF. Input is discarded.
 //!
-//! It sends only when the outbox takes bytes: a batch of lines until `send`
-//! answers `would-block`, then nothing until `writable`. Memory stays flat
-//! however slowly the peer reads.
+//! It produces only while the outbox takes bytes: batches of lines until one
+//! is held back (`would-block`), then nothing until `writable`. Memory stays
+//! flat however slowly the peer reads.
 
-wit_bindgen::generate!({ path: "../../wit", world: "connection-handler" });
-
-use exports::pier::server::inbox::{ConnectionInfo, Guest, ShutdownReason};
-use pier::server::outbox;
-use std::cell::Cell;
+use pier_guest::{ConnectionInfo, Handler, Outbox};
 
 const LINE: usize = 72;
 const PRINTABLE: usize = 95;
 /// Lines per `send`: about 16 KiB.
 const BATCH: usize = 220;
 
-thread_local! {
-    /// Index of the next line to send.
-    static NEXT_LINE: Cell<usize> = const { Cell::new(0) };
+struct Chargen {
+    /// Index of the next line to send (modulo the 95-line period).
+    next_line: usize,
+    batch: Vec<u8>,
 }
 
-/// Line `n` of the stream, CR LF included.
-fn push_line(out: &mut Vec<u8>, n: usize) {
-    let start = n % PRINTABLE;
-    out.extend((0..LINE).map(|i| b' ' + ((start + i) % PRINTABLE) as u8));
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Sends batches until the outbox is full (or closed).
-fn fill() {
-    let mut batch = Vec::with_capacity(BATCH * (LINE + 2));
-    loop {
-        let first = NEXT_LINE.get();
-        batch.clear();
-        (first..first + BATCH).for_each(|n| push_line(&mut batch, n));
-        if outbox::send(&batch).is_err() {
-            return;
+impl Chargen {
+    /// Sends batches until one is held back.
+    fn fill(&mut self, out: &mut Outbox) {
+        while out.pending() == 0 {
+            self.batch.clear();
+            for n in self.next_line..self.next_line + BATCH {
+                let start = n % PRINTABLE;
+                self.batch.extend((0..LINE).map(|i| b' ' + ((start + i) % PRINTABLE) as u8));
+                self.batch.extend_from_slice(b"\r\n");
+            }
+            if !out.send(&self.batch) {
+                return;
+            }
+            self.next_line = (self.next_line + BATCH) % PRINTABLE;
         }
-        NEXT_LINE.set((first + BATCH) % PRINTABLE);
     }
 }
 
-struct Chargen;
-
-impl Guest for Chargen {
-    fn new_csa(_info: ConnectionInfo) {
-        fill();
+impl Handler for Chargen {
+    fn on_connect(_info: &ConnectionInfo, out: &mut Outbox) -> Self {
+        let mut chargen = Chargen { next_line: 0, batch: Vec::with_capacity(BATCH * (LINE + 2)) };
+        chargen.fill(out);
+        chargen
     }
-
-    fn data(_bytes: Vec<u8>) {}
 
     /// RFC 864: the stream goes on until the peer closes the connection.
-    fn end_of_input() {}
+    fn on_end(&mut self, _out: &mut Outbox) {}
 
-    fn writable() {
-        fill();
+    fn on_writable(&mut self, out: &mut Outbox) {
+        self.fill(out);
     }
-
-    fn shutdown_csa(_reason: ShutdownReason) {}
 }
 
-export!(Chargen);
+pier_guest::handler!(Chargen);

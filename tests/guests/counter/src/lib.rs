@@ -3,7 +3,7 @@
 //! a decimal line. If instances were shared, a second connection would see
 //! the first one's count.
 
-wit_bindgen::generate!({ path: "../../../wit", world: "connection-handler" });
+wit_bindgen::generate!({ path: "../../../wit", world: "connection-handler", generate_all });
 
 use exports::pier::server::inbox::{ConnectionInfo, Guest, ShutdownReason};
 use pier::server::outbox;
@@ -24,6 +24,8 @@ impl Guest for Counter {
     fn end_of_input() {
         outbox::finish();
     }
+
+    fn message(_topic: String, _message: Vec<u8>) {}
 
     fn writable() {}
 

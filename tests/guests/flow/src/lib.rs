@@ -7,7 +7,7 @@
 //! - `pause`: `pause-reading`, sends 1 MiB of `P`, and resumes reading once
 //!   the outbox has drained (`writable`); then echoes.
 
-wit_bindgen::generate!({ path: "../../../wit", world: "connection-handler" });
+wit_bindgen::generate!({ path: "../../../wit", world: "connection-handler", generate_all });
 
 use exports::pier::server::inbox::{ConnectionInfo, Guest, ShutdownReason};
 use pier::server::outbox;
@@ -97,6 +97,8 @@ impl Guest for Flow {
     fn end_of_input() {
         outbox::finish();
     }
+
+    fn message(_topic: String, _message: Vec<u8>) {}
 
     fn writable() {
         STATE.with_borrow_mut(|s| {

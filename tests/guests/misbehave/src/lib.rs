@@ -8,7 +8,7 @@
 //! - `fs PATH`, `env NAME`, `socket HOST:PORT`, `config KEY`: try to reach
 //!   outside the sandbox and answer `ok: ...` or `denied: ...`, then finish.
 
-wit_bindgen::generate!({ path: "../../../wit", world: "connection-handler" });
+wit_bindgen::generate!({ path: "../../../wit", world: "connection-handler", generate_all });
 
 use exports::pier::server::inbox::{ConnectionInfo, Guest, ShutdownReason};
 use pier::server::{config, outbox};
@@ -90,6 +90,8 @@ impl Guest for Misbehave {
     fn end_of_input() {
         outbox::finish();
     }
+
+    fn message(_topic: String, _message: Vec<u8>) {}
 
     fn writable() {}
 
