@@ -3,10 +3,10 @@
 #   make test   install what the tests need, build, run the whole suite
 
 CARGO   ?= cargo
-GUESTS  := echo chargen fortune counter flow misbehave wrong-world
+GUESTS  := echo chargen chat fortune counter flow misbehave wrong-world
 WASM    := target/wasm32-wasip2/release
 PIER    := target/release/pier
-APT_PKGS := netcat-openbsd
+APT_PKGS := netcat-openbsd socat
 
 .PHONY: all setup build run test lint fmt clean
 
@@ -32,6 +32,7 @@ run: build
 	@echo "try:  nc 127.0.0.1 7000           (echo: type a line)"
 	@echo "      nc 127.0.0.1 7001 | head    (chargen: RFC 864 stream)"
 	@echo "      nc 127.0.0.1 7002           (fortune: one text, then close)"
+	@echo "      nc 127.0.0.1 7003           (chat: open two, type lines; /nick NAME)"
 	$(PIER) serve --config examples/pier.toml
 
 ## test: the whole suite against the release build

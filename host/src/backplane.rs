@@ -8,8 +8,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Undelivered messages one connection may have before the oldest is dropped.
-pub const MAILBOX_CAPACITY: usize = 256;
+/// Undelivered messages (and bytes) one connection may have before the
+/// oldest is dropped: enough to absorb a burst from a fast publisher while
+/// the subscriber's task catches up, bounded for one that never does.
+pub const MAILBOX_CAPACITY: usize = 1024;
+pub const MAILBOX_BYTES: usize = 1 << 20;
 /// Largest message `publish` accepts; larger ones are dropped and logged.
 pub const MAX_MESSAGE: usize = 64 << 10;
 /// Most topics one connection may subscribe to; and longest topic name.
@@ -27,23 +30,30 @@ pub(crate) struct Message {
 #[derive(Debug, Default)]
 pub(crate) struct Mailbox {
     queue: VecDeque<Message>,
+    bytes: usize,
     pub(crate) dropped: u64,
 }
 
 impl Mailbox {
     /// Queues a message; a full mailbox drops its oldest. True if it dropped.
     fn push(&mut self, message: Message) -> bool {
-        let full = self.queue.len() >= MAILBOX_CAPACITY;
-        if full {
-            self.queue.pop_front();
+        let mut dropped = false;
+        while !self.queue.is_empty()
+            && (self.queue.len() >= MAILBOX_CAPACITY || self.bytes + message.body.len() > MAILBOX_BYTES)
+        {
+            self.pop();
             self.dropped += 1;
+            dropped = true;
         }
+        self.bytes += message.body.len();
         self.queue.push_back(message);
-        full
+        dropped
     }
 
     pub(crate) fn pop(&mut self) -> Option<Message> {
-        self.queue.pop_front()
+        let message = self.queue.pop_front()?;
+        self.bytes -= message.body.len();
+        Some(message)
     }
 }
 

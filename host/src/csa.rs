@@ -25,6 +25,9 @@ use wasmtime::Store;
 /// Largest chunk handed to one `data` call (Kamaelia's CSA read size).
 pub const READ_CHUNK: usize = 32 << 10;
 
+/// Backplane messages delivered between two flushes of the outbox.
+const MESSAGE_BATCH: usize = 64;
+
 /// The two server-wide signals a CSA obeys.
 #[derive(Clone)]
 pub(crate) struct Stop {
@@ -182,12 +185,10 @@ impl Csa {
                 continue;
             }
             if state == WriteState::Open && !self.told_shutdown {
-                let message = self.shared.mailbox().pop();
-                if let Some(m) = message {
-                    if let Err(r) = self.deliver(Inbox::Message(&m.topic, &m.body)).await {
-                        return r;
-                    }
-                    continue;
+                match self.deliver_messages().await {
+                    Ok(0) => {}
+                    Ok(_) => continue,
+                    Err(r) => return r,
                 }
             }
             let can_read = !self.input_ended && !paused && !full && state == WriteState::Open;
@@ -225,6 +226,18 @@ impl Csa {
                 }
             }
         }
+    }
+
+    /// Hands waiting backplane messages to the handler, a batch at a time
+    /// so the outbox is flushed once per batch rather than per message.
+    async fn deliver_messages(&mut self) -> Result<usize, ShutdownReason> {
+        let mut delivered = 0;
+        while delivered < MESSAGE_BATCH {
+            let Some(m) = self.shared.mailbox().pop() else { break };
+            self.deliver(Inbox::Message(&m.topic, &m.body)).await?;
+            delivered += 1;
+        }
+        Ok(delivered)
     }
 
     /// Reads one chunk and hands it to the handler.

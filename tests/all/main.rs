@@ -3,6 +3,7 @@
 
 mod common;
 
+mod chat;
 mod cli;
 mod echo;
 mod embed;

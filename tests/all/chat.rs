@@ -1,0 +1,128 @@
+//! The chat guest over the backplane, with raw sockets and socat.
+
+use crate::common::*;
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+struct Client {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+    nick: String,
+}
+
+impl Client {
+    /// Connects and reads the welcome line, which names the client.
+    fn join(pier: &Pier) -> Client {
+        let w = connect(pier.addr());
+        let mut r = BufReader::new(w.try_clone().unwrap());
+        let mut welcome = String::new();
+        r.read_line(&mut welcome).unwrap();
+        let nick =
+            welcome.strip_prefix("* welcome ").and_then(|t| t.split(';').next()).expect("welcome line").to_string();
+        Client { w, r, nick }
+    }
+
+    fn say(&mut self, line: &str) {
+        self.w.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.r.read_line(&mut line).expect("a line in time");
+        line
+    }
+
+    /// Asserts that nothing arrives for a moment.
+    fn quiet(&mut self) {
+        self.w.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let mut line = String::new();
+        match self.r.read_line(&mut line) {
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            other => panic!("{} got something unexpected: {other:?} {line:?}", self.nick),
+        }
+        self.w.set_read_timeout(Some(STEP)).unwrap();
+    }
+}
+
+fn chat_server() -> Pier {
+    let plugin = guest("chat");
+    Pier::start(&["--listen", "127.0.0.1:0", "--plugin", plugin.to_str().unwrap()], 1)
+}
+
+#[test]
+fn a_line_reaches_exactly_the_others_in_order_and_leaving_is_announced() {
+    let pier = chat_server();
+    let mut a = Client::join(&pier);
+    let mut b = Client::join(&pier);
+    assert_eq!(a.line(), format!("* {} joined\n", b.nick));
+    let mut c = Client::join(&pier);
+    assert_eq!(a.line(), format!("* {} joined\n", c.nick));
+    assert_eq!(b.line(), format!("* {} joined\n", c.nick));
+
+    for i in 0..5 {
+        a.say(&format!("hello {i}"));
+    }
+    for other in [&mut b, &mut c] {
+        for i in 0..5 {
+            assert_eq!(other.line(), format!("<{}> hello {i}\n", a.nick));
+        }
+    }
+    a.quiet();
+
+    b.say("/nick bob");
+    assert_eq!(b.line(), "* you are now bob\n");
+    let renamed = format!("* {} is now known as bob\n", b.nick);
+    assert_eq!(a.line(), renamed);
+    assert_eq!(c.line(), renamed);
+    b.say("hi all");
+    assert_eq!(a.line(), "<bob> hi all\n");
+    assert_eq!(c.line(), "<bob> hi all\n");
+
+    let c_nick = c.nick.clone();
+    drop(c);
+    assert_eq!(a.line(), format!("* {c_nick} left\n"));
+    assert_eq!(b.line(), format!("* {c_nick} left\n"));
+    b.say("/quit");
+    assert_eq!(b.line(), "* bye\n");
+    assert_eq!(a.line(), "* bob left\n");
+}
+
+#[test]
+fn a_slow_subscriber_does_not_stall_the_others() {
+    let pier = chat_server();
+    let mut a = Client::join(&pier);
+    let mut b = Client::join(&pier);
+    assert_eq!(a.line(), format!("* {} joined\n", b.nick));
+    // A client that never reads.
+    let slow = connect(pier.addr());
+    assert!(a.line().ends_with("joined\n"));
+    assert!(b.line().ends_with("joined\n"));
+    // A talks at an interactive pace; B hears every line while the slow
+    // client's backlog is bounded and dropped behind the scenes.
+    let text = "x".repeat(200);
+    for i in 0..3000 {
+        a.say(&format!("{i} {text}"));
+        assert_eq!(b.line(), format!("<{}> {i} {text}\n", a.nick), "b must get every line, in order");
+    }
+    drop(slow);
+    assert!(b.line().ends_with("left\n"));
+}
+
+#[test]
+fn works_with_socat() {
+    let pier = chat_server();
+    let mut a = Client::join(&pier);
+    let port = pier.addr().port();
+    let out = std::process::Command::new("sh")
+        .args(["-c", &format!("printf 'hi from socat\\n/quit\\n' | timeout 10 socat -t 2 - TCP:127.0.0.1:{port}")])
+        .output()
+        .expect("socat (`make setup` installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("* welcome user"), "{stdout}");
+    assert!(stdout.ends_with("* bye\n"), "{stdout}");
+    assert!(a.line().ends_with("joined\n"));
+    let said = a.line();
+    assert!(said.starts_with("<user") && said.ends_with("> hi from socat\n"), "{said}");
+    assert!(a.line().ends_with("left\n"));
+}
