@@ -149,6 +149,16 @@ async fn instantiate(
     }
 }
 
+/// What a connection costs before its first byte: a store, an instance and
+/// the `new-csa` call; all dropped on return. For measurements.
+pub(crate) async fn instantiate_and_greet(rt: &ListenerRuntime, id: u64) -> Result<(), ShutdownReason> {
+    let shared = CsaShared::new(rt.config.outbox_high_water, rt.config.outbox_low_water);
+    let (mut store, handler) = instantiate(rt, id, &shared).await?;
+    let info =
+        ConnectionInfo { id, listener: rt.name.to_string(), peer: "127.0.0.1:1".into(), local: "127.0.0.1:2".into() };
+    call(&mut store, &handler, rt.config.cpu_limit, Inbox::NewCsa(info)).await
+}
+
 impl Csa {
     /// The connection's life after instantiation; returns why it ended.
     async fn run(&mut self, info: ConnectionInfo) -> ShutdownReason {

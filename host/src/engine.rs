@@ -17,6 +17,16 @@ pub struct PoolSize {
     pub max_memory: u64,
 }
 
+impl PoolSize {
+    /// Room for every listener's max-connections at its memory limit.
+    pub fn for_config(config: &crate::ServerConfig) -> Self {
+        Self {
+            instances: config.listeners.iter().map(|l| l.max_connections).fold(0u32, u32::saturating_add),
+            max_memory: config.listeners.iter().map(|l| l.memory_limit).max().unwrap_or(0),
+        }
+    }
+}
+
 /// Builds the engine. Every knob is sized from `pool` so that a full pool
 /// can only mean "max-connections reached", which the accept loop waits on.
 pub fn build(pool: PoolSize) -> anyhow::Result<Engine> {

@@ -47,6 +47,7 @@ pub mod events;
 mod guest_log;
 mod keyvalue;
 mod listener;
+pub mod measure;
 mod outbox;
 mod plugin;
 mod server;

@@ -8,6 +8,7 @@ use crate::engine::{self, PoolSize};
 use crate::events::ServerEvent;
 use crate::listener::{self, ListenerRuntime};
 use crate::plugin;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,31 +48,11 @@ impl Server {
     /// before any socket is bound; then binds every listener.
     pub async fn bind(config: ServerConfig) -> anyhow::Result<Self> {
         config.validate()?;
-        let pool = PoolSize {
-            instances: config.listeners.iter().map(|l| l.max_connections).fold(0u32, u32::saturating_add),
-            max_memory: config.listeners.iter().map(|l| l.memory_limit).max().unwrap_or(0),
-        };
+        let pool = PoolSize::for_config(&config);
         warn_if_map_count_too_low(pool.instances);
         let engine = engine::build(pool)?;
-        let linker = plugin::linker(&engine)?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let mut runtimes = Vec::new();
-        let mut backplanes = std::collections::HashMap::new();
-        for l in &config.listeners {
-            let backplane_name = l.backplane.clone().unwrap_or_else(|| l.name.clone());
-            let backplane: &Arc<Backplane> = backplanes.entry(backplane_name).or_default();
-            let component = plugin::compile(&engine, &l.plugin)?;
-            let pre = plugin::prepare(&linker, &component, &l.plugin)?;
-            runtimes.push(Arc::new(ListenerRuntime {
-                name: Arc::from(l.name.as_str()),
-                config: l.clone(),
-                pre,
-                events: events.clone(),
-                settings: Arc::new(l.settings.clone()),
-                backplane: backplane.clone(),
-                store: Arc::default(),
-            }));
-        }
+        let runtimes = load_listeners(&engine, &config, &events)?;
         let mut listeners = Vec::new();
         for rt in runtimes {
             let socket = listener::bind(&rt.config)?;
@@ -116,6 +97,33 @@ impl Server {
         info!("server stopped");
         Ok(())
     }
+}
+
+/// Compiles and links every listener's plugin, and gives each its backplane
+/// (shared by name) and key-value store.
+pub(crate) fn load_listeners(
+    engine: &wasmtime::Engine,
+    config: &ServerConfig,
+    events: &broadcast::Sender<ServerEvent>,
+) -> anyhow::Result<Vec<Arc<ListenerRuntime>>> {
+    let linker = plugin::linker(engine)?;
+    let mut backplanes: HashMap<String, Arc<Backplane>> = HashMap::new();
+    let mut runtimes = Vec::new();
+    for l in &config.listeners {
+        let component = plugin::compile(engine, &l.plugin)?;
+        let pre = plugin::prepare(&linker, &component, &l.plugin)?;
+        let backplane = backplanes.entry(l.backplane.clone().unwrap_or_else(|| l.name.clone())).or_default();
+        runtimes.push(Arc::new(ListenerRuntime {
+            name: Arc::from(l.name.as_str()),
+            config: l.clone(),
+            pre,
+            events: events.clone(),
+            settings: Arc::new(l.settings.clone()),
+            backplane: backplane.clone(),
+            store: Arc::default(),
+        }));
+    }
+    Ok(runtimes)
 }
 
 /// Each pooled instance takes about four kernel memory mappings; past

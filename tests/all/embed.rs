@@ -127,3 +127,13 @@ async fn a_client_reset_shows_as_peer_reset() {
     }
     stop.shutdown();
 }
+
+#[test]
+fn instantiate_cost_is_measurable() {
+    let times = pier::measure::instantiate_cost(&guest("echo"), 200).expect("measure");
+    assert_eq!(times.len(), 200);
+    let mut sorted = times.clone();
+    sorted.sort();
+    eprintln!("instantiate + new-csa: median {:?}, p99 {:?}", sorted[100], sorted[197]);
+    assert!(sorted[100] > std::time::Duration::ZERO);
+}
