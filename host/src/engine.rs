@@ -64,12 +64,12 @@ pub fn build(pool: PoolSize) -> anyhow::Result<Engine> {
         .max_wasm_stack(512 << 10)
         .async_stack_size(1 << 20);
     let engine = Engine::new(&config)?;
-    start_epoch_ticker(&engine);
+    start_epoch_ticker(&engine)?;
     Ok(engine)
 }
 
 /// One thread for the whole engine; it ends when the engine is dropped.
-fn start_epoch_ticker(engine: &Engine) {
+fn start_epoch_ticker(engine: &Engine) -> std::io::Result<()> {
     let weak = engine.weak();
     std::thread::Builder::new()
         .name("pier-epoch".into())
@@ -80,5 +80,5 @@ fn start_epoch_ticker(engine: &Engine) {
                 std::thread::sleep(EPOCH_TICK);
             }
         })
-        .expect("spawning the epoch thread");
+        .map(drop)
 }
