@@ -57,10 +57,13 @@ impl Mailbox {
     }
 }
 
-/// One backplane: topics and their subscribers (connection id -> CSA).
+/// The subscribers of one topic, by connection id.
+type Subscribers = HashMap<u64, Arc<CsaShared>>;
+
+/// One backplane: topics and their subscribers.
 #[derive(Default)]
 pub(crate) struct Backplane {
-    topics: Mutex<HashMap<Arc<str>, HashMap<u64, Arc<CsaShared>>>>,
+    topics: Mutex<HashMap<Arc<str>, Subscribers>>,
     dropped: AtomicU64,
 }
 

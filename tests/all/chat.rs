@@ -45,14 +45,9 @@ impl Client {
     }
 }
 
-fn chat_server() -> Pier {
-    let plugin = guest("chat");
-    Pier::start(&["--listen", "127.0.0.1:0", "--plugin", plugin.to_str().unwrap()], 1)
-}
-
 #[test]
 fn a_line_reaches_exactly_the_others_in_order_and_leaving_is_announced() {
-    let pier = chat_server();
+    let pier = Pier::serve("chat", &[]);
     let mut a = Client::join(&pier);
     let mut b = Client::join(&pier);
     assert_eq!(a.line(), format!("* {} joined\n", b.nick));
@@ -90,7 +85,7 @@ fn a_line_reaches_exactly_the_others_in_order_and_leaving_is_announced() {
 
 #[test]
 fn a_slow_subscriber_does_not_stall_the_others() {
-    let pier = chat_server();
+    let pier = Pier::serve("chat", &[]);
     let mut a = Client::join(&pier);
     let mut b = Client::join(&pier);
     assert_eq!(a.line(), format!("* {} joined\n", b.nick));
@@ -111,7 +106,7 @@ fn a_slow_subscriber_does_not_stall_the_others() {
 
 #[test]
 fn works_with_socat() {
-    let pier = chat_server();
+    let pier = Pier::serve("chat", &[]);
     let mut a = Client::join(&pier);
     let port = pier.addr().port();
     let out = std::process::Command::new("sh")

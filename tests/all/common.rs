@@ -85,6 +85,14 @@ impl Pier {
         pier
     }
 
+    /// Serves one guest on 127.0.0.1, any port, with extra `pier serve` flags.
+    pub fn serve(guest_name: &str, extra: &[&str]) -> Pier {
+        let plugin = guest(guest_name);
+        let mut args = vec!["--listen", "127.0.0.1:0", "--plugin", plugin.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Pier::start(&args, 1)
+    }
+
     /// The first listener's address.
     pub fn addr(&self) -> SocketAddr {
         self.addrs[0].1

@@ -4,14 +4,9 @@ use crate::common::*;
 use std::io::Write;
 use std::net::Shutdown;
 
-fn echo_server() -> Pier {
-    let plugin = guest("echo");
-    Pier::start(&["--listen", "127.0.0.1:0", "--plugin", plugin.to_str().unwrap()], 1)
-}
-
 #[test]
 fn one_byte_and_a_line_come_back() {
-    let pier = echo_server();
+    let pier = Pier::serve("echo", &[]);
     let mut s = connect(pier.addr());
     s.write_all(b"x").unwrap();
     assert_eq!(read_n(&mut s, 1), b"x");
@@ -23,7 +18,7 @@ fn one_byte_and_a_line_come_back() {
 
 #[test]
 fn four_mebibytes_written_and_read_concurrently() {
-    let pier = echo_server();
+    let pier = Pier::serve("echo", &[]);
     let data = pattern(4, 4 << 20);
     let got = exchange(pier.addr(), &data);
     assert_eq!(got.len(), data.len());
@@ -32,7 +27,7 @@ fn four_mebibytes_written_and_read_concurrently() {
 
 #[test]
 fn hundred_concurrent_connections_get_their_own_bytes() {
-    let pier = echo_server();
+    let pier = Pier::serve("echo", &[]);
     let addr = pier.addr();
     let clients: Vec<_> = (0..100u64)
         .map(|i| {
@@ -52,8 +47,7 @@ fn hundred_concurrent_connections_get_their_own_bytes() {
 
 #[test]
 fn every_connection_has_its_own_instance() {
-    let plugin = guest("counter");
-    let pier = Pier::start(&["--listen", "127.0.0.1:0", "--plugin", plugin.to_str().unwrap()], 1);
+    let pier = Pier::serve("counter", &[]);
     let mut a = connect(pier.addr());
     let mut b = connect(pier.addr());
     let ask = |s: &mut std::net::TcpStream, bytes: &[u8]| {

@@ -24,6 +24,17 @@ async fn next(events: &mut broadcast::Receiver<ServerEvent>) -> ServerEvent {
     timeout(STEP, events.recv()).await.expect("an event in time").expect("event stream open")
 }
 
+/// The next event must end connection `id`; returns its reason.
+async fn shutdown_of(events: &mut broadcast::Receiver<ServerEvent>, id: u64) -> ShutdownReason {
+    match next(events).await {
+        ServerEvent::ShutdownCsa { id: closed, reason, .. } => {
+            assert_eq!(closed, id);
+            reason
+        }
+        other => panic!("expected ShutdownCsa, got {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_show_new_csa_then_peer_closed() {
     let (addr, mut events, stop) = echo_server().await;
@@ -40,13 +51,7 @@ async fn events_show_new_csa_then_peer_closed() {
     timeout(STEP, client.read_exact(&mut buf)).await.unwrap().unwrap();
     assert_eq!(&buf, b"hi");
     drop(client);
-    match next(&mut events).await {
-        ServerEvent::ShutdownCsa { id: closed, reason, .. } => {
-            assert_eq!(closed, id);
-            assert_eq!(reason, ShutdownReason::PeerClosed);
-        }
-        other => panic!("expected ShutdownCsa, got {other:?}"),
-    }
+    assert_eq!(shutdown_of(&mut events, id).await, ShutdownReason::PeerClosed);
     stop.shutdown();
 }
 
@@ -63,13 +68,7 @@ async fn handle_sends_to_the_peer_and_finish_closes_after_the_bytes() {
     let mut got = Vec::new();
     timeout(STEP, client.read_to_end(&mut got)).await.expect("EOF in time").unwrap();
     assert!(got == broadcast, "client got {} bytes, expected {}", got.len(), broadcast.len());
-    match next(&mut events).await {
-        ServerEvent::ShutdownCsa { id: closed, reason, .. } => {
-            assert_eq!(closed, id);
-            assert_eq!(reason, ShutdownReason::Finished);
-        }
-        other => panic!("expected ShutdownCsa, got {other:?}"),
-    }
+    assert_eq!(shutdown_of(&mut events, id).await, ShutdownReason::Finished);
     stop.shutdown();
 }
 
@@ -118,13 +117,7 @@ async fn a_client_reset_shows_as_peer_reset() {
     // SO_LINGER 0: close sends RST.
     socket2::SockRef::from(&client).set_linger(Some(std::time::Duration::ZERO)).unwrap();
     drop(client);
-    match next(&mut events).await {
-        ServerEvent::ShutdownCsa { id: closed, reason, .. } => {
-            assert_eq!(closed, id);
-            assert_eq!(reason, ShutdownReason::PeerReset);
-        }
-        other => panic!("expected ShutdownCsa, got {other:?}"),
-    }
+    assert_eq!(shutdown_of(&mut events, id).await, ShutdownReason::PeerReset);
     stop.shutdown();
 }
 

@@ -6,13 +6,6 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
-fn serve(guest_name: &str, extra: &[&str]) -> Pier {
-    let plugin = guest(guest_name);
-    let mut args = vec!["--listen", "127.0.0.1:0", "--plugin", plugin.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    Pier::start(&args, 1)
-}
-
 /// Checks bytes against the RFC 864 stream, from its first byte on.
 struct ChargenCheck {
     offset: u64,
@@ -35,7 +28,7 @@ impl ChargenCheck {
 
 #[test]
 fn chargen_with_a_slow_reader_keeps_memory_flat_and_the_pattern_exact() {
-    let pier = serve("chargen", &[]);
+    let pier = Pier::serve("chargen", &[]);
     let mut s = connect(pier.addr());
     let mut check = ChargenCheck { offset: 0 };
     let mut buf = [0u8; 1024];
@@ -59,7 +52,7 @@ fn chargen_with_a_slow_reader_keeps_memory_flat_and_the_pattern_exact() {
 
 #[test]
 fn chargen_with_a_fast_reader_sends_256_mib_exactly() {
-    let pier = serve("chargen", &[]);
+    let pier = Pier::serve("chargen", &[]);
     let mut s = connect(pier.addr());
     let mut check = ChargenCheck { offset: 0 };
     let mut buf = vec![0u8; 256 << 10];
@@ -75,7 +68,7 @@ fn chargen_with_a_fast_reader_sends_256_mib_exactly() {
 
 #[test]
 fn fortune_sends_one_text_then_eof() {
-    let pier = serve("fortune", &[]);
+    let pier = Pier::serve("fortune", &[]);
     let all = include_str!("../../guest/fortune/src/fortunes.txt");
     let fortunes: Vec<String> = all.split("\n%\n").map(|f| format!("{}\n", f.trim())).collect();
     for _ in 0..3 {
@@ -87,7 +80,7 @@ fn fortune_sends_one_text_then_eof() {
 
 #[test]
 fn finish_flushes_eight_mebibytes_then_eof() {
-    let pier = serve("flow", &[]);
+    let pier = Pier::serve("flow", &[]);
     let mut s = connect(pier.addr());
     s.write_all(format!("finish {}\n", 8 << 20).as_bytes()).unwrap();
     let got = read_to_eof(&mut s);
@@ -97,7 +90,7 @@ fn finish_flushes_eight_mebibytes_then_eof() {
 
 #[test]
 fn close_drops_the_queue_and_closes_promptly() {
-    let pier = serve("flow", &[]);
+    let pier = Pier::serve("flow", &[]);
     let mut s = connect(pier.addr());
     s.write_all(format!("close {}\n", 8 << 20).as_bytes()).unwrap();
     let start = Instant::now();
@@ -117,7 +110,7 @@ fn close_drops_the_queue_and_closes_promptly() {
 
 #[test]
 fn a_guest_ignoring_would_block_pays_with_its_own_connection() {
-    let pier = serve("flow", &["--cpu-limit", "500ms"]);
+    let pier = Pier::serve("flow", &["--cpu-limit", "500ms"]);
     let rss_before = pier.rss_kib();
     let mut flood = connect(pier.addr());
     flood.write_all(b"flood\n").unwrap();
@@ -142,7 +135,7 @@ fn a_guest_ignoring_would_block_pays_with_its_own_connection() {
 
 #[test]
 fn pause_reading_blocks_the_client_and_resume_delivers_everything_in_order() {
-    let pier = serve("flow", &[]);
+    let pier = Pier::serve("flow", &[]);
     let mut s = connect(pier.addr());
     s.write_all(b"pause\n").unwrap();
     // The first byte of the megabyte says the guest has paused.
@@ -177,7 +170,7 @@ fn pause_reading_blocks_the_client_and_resume_delivers_everything_in_order() {
 
 #[test]
 fn half_close_with_nc_gets_the_answer() {
-    let pier = serve("echo", &[]);
+    let pier = Pier::serve("echo", &[]);
     let port = pier.addr().port().to_string();
     let out = std::process::Command::new("sh")
         .args(["-c", &format!("printf 'hi' | timeout 10 nc -N 127.0.0.1 {port}")])
@@ -189,7 +182,7 @@ fn half_close_with_nc_gets_the_answer() {
 
 #[test]
 fn half_close_from_a_socket_gets_the_answer_then_eof() {
-    let pier = serve("echo", &[]);
+    let pier = Pier::serve("echo", &[]);
     let mut s = connect(pier.addr());
     s.write_all(b"last words").unwrap();
     s.shutdown(Shutdown::Write).unwrap();

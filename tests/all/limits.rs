@@ -83,9 +83,7 @@ plugin = "{guest:echo}"
 
 #[test]
 fn traps_end_only_their_connection_with_their_reason() {
-    let plugin = guest("misbehave");
-    let pier =
-        Pier::start(&["--listen", "127.0.0.1:0", "--plugin", plugin.to_str().unwrap(), "--memory-limit", "8MiB"], 1);
+    let pier = Pier::serve("misbehave", &["--memory-limit", "8MiB"]);
     let addr = pier.addr();
     // A bystander connection, open throughout.
     let mut bystander = connect(addr);
@@ -107,8 +105,7 @@ fn traps_end_only_their_connection_with_their_reason() {
 
 #[test]
 fn the_sandbox_denies_files_env_and_sockets_by_default() {
-    let plugin = guest("misbehave");
-    let pier = Pier::start(&["--listen", "127.0.0.1:0", "--plugin", plugin.to_str().unwrap()], 1);
+    let pier = Pier::serve("misbehave", &[]);
     let addr = pier.addr();
     let secret = tempfile::tempdir().unwrap();
     let file = secret.path().join("secret.txt");
@@ -159,9 +156,7 @@ config = { fortune = "Tenant wisdom." }
 
 #[test]
 fn max_connections_makes_the_next_client_wait_not_fail() {
-    let plugin = guest("echo");
-    let pier =
-        Pier::start(&["--listen", "127.0.0.1:0", "--plugin", plugin.to_str().unwrap(), "--max-connections", "2"], 1);
+    let pier = Pier::serve("echo", &["--max-connections", "2"]);
     let mut first = connect(pier.addr());
     let mut second = connect(pier.addr());
     for s in [&mut first, &mut second] {
@@ -184,9 +179,7 @@ fn max_connections_makes_the_next_client_wait_not_fail() {
 
 #[test]
 fn idle_timeout_closes_idle_connections_only() {
-    let plugin = guest("echo");
-    let pier =
-        Pier::start(&["--listen", "127.0.0.1:0", "--plugin", plugin.to_str().unwrap(), "--idle-timeout", "1s"], 1);
+    let pier = Pier::serve("echo", &["--idle-timeout", "1s"]);
     let mut idle = connect(pier.addr());
     let mut busy = connect(pier.addr());
     let start = Instant::now();

@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn sigterm_closes_every_connection_in_order_and_exits_zero() {
-    let plugin = guest("echo");
-    let mut pier = Pier::start(&["--listen", "127.0.0.1:0", "--plugin", plugin.to_str().unwrap(), "--grace", "3s"], 1);
+    let mut pier = Pier::serve("echo", &["--grace", "3s"]);
     let mut clients: Vec<_> = (0..5).map(|_| connect(pier.addr())).collect();
     for (i, c) in clients.iter_mut().enumerate() {
         let msg = format!("client {i}\n");
@@ -34,8 +33,7 @@ fn sigterm_closes_every_connection_in_order_and_exits_zero() {
 
 #[test]
 fn sigterm_with_no_connections_exits_promptly() {
-    let plugin = guest("echo");
-    let mut pier = Pier::start(&["--listen", "127.0.0.1:0", "--plugin", plugin.to_str().unwrap()], 1);
+    let mut pier = Pier::serve("echo", &[]);
     pier.signal(libc::SIGINT);
     let status = pier.wait(STEP).expect("pier exited");
     assert!(status.success(), "exit status {status}");
