@@ -55,9 +55,6 @@ struct Csa {
     shared: Arc<CsaShared>,
     rt: Arc<ListenerRuntime>,
     stop: Stop,
-    /// Reused for every read; allocated on the first readable event so an
-    /// idle connection holds no read buffer.
-    read_buf: Vec<u8>,
     /// The peer sent FIN.
     input_ended: bool,
     /// `shutdown-csa(server-shutdown)` was delivered.
@@ -90,7 +87,6 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, id: u64, rt: Arc<
                 shared,
                 rt: rt.clone(),
                 stop,
-                read_buf: Vec::new(),
                 input_ended: false,
                 told_shutdown: false,
                 last_activity: Instant::now(),
@@ -250,25 +246,25 @@ impl Csa {
         Ok(delivered)
     }
 
-    /// Reads one chunk and hands it to the handler.
+    /// Reads one chunk and hands it to the handler. The buffer is borrowed
+    /// from a per-thread pool for the read and the call only, so an idle
+    /// connection holds no read buffer.
     async fn read(&mut self) -> Result<(), ShutdownReason> {
-        if self.read_buf.capacity() == 0 {
-            self.read_buf = Vec::with_capacity(READ_CHUNK);
-        }
-        self.read_buf.clear();
-        match self.stream.try_read_buf(&mut self.read_buf) {
+        let mut buf = ReadBuffer::take();
+        let result = match self.stream.try_read_buf(&mut buf.0) {
             Ok(0) => {
                 self.input_ended = true;
                 self.deliver(Inbox::EndOfInput).await
             }
             Ok(_) => {
                 self.last_activity = Instant::now();
-                let Self { store, handler, rt, read_buf, .. } = self;
-                call(store, handler, rt.config.cpu_limit, Inbox::Data(read_buf)).await
+                self.deliver(Inbox::Data(&buf.0)).await
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
             Err(e) => Err(io_reason(&e)),
-        }
+        };
+        buf.give_back();
+        result
     }
 
     /// Writes what the socket takes now, without waiting.
@@ -322,6 +318,35 @@ impl Csa {
                 Err(_) => return,
             }
         }
+    }
+}
+
+/// A `READ_CHUNK` buffer from a small per-thread pool: reads reuse warm
+/// buffers without allocating, and idle connections hold none.
+struct ReadBuffer(Vec<u8>);
+
+thread_local! {
+    static READ_BUFFERS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Spare buffers kept per thread.
+const POOLED_BUFFERS: usize = 8;
+
+impl ReadBuffer {
+    fn take() -> Self {
+        let buf = READ_BUFFERS.with_borrow_mut(Vec::pop).unwrap_or_else(|| Vec::with_capacity(READ_CHUNK));
+        Self(buf)
+    }
+
+    /// Returns the buffer to the pool of the thread this runs on now (the
+    /// task may have moved; any thread's pool will do).
+    fn give_back(mut self) {
+        self.0.clear();
+        READ_BUFFERS.with_borrow_mut(|pool| {
+            if pool.len() < POOLED_BUFFERS {
+                pool.push(self.0);
+            }
+        });
     }
 }
 

@@ -126,12 +126,14 @@ pub(crate) fn load_listeners(
     Ok(runtimes)
 }
 
-/// Each pooled instance takes about four kernel memory mappings; past
-/// `vm.max_map_count` new instances fail, so say so at start-up.
+/// Each pool slot costs kernel memory mappings: two per fiber stack at
+/// start-up (the stack and its guard page) and about four more per live
+/// instance. Past `vm.max_map_count`, new instances fail, so say so at
+/// start-up.
 fn warn_if_map_count_too_low(instances: u32) {
     let Ok(text) = std::fs::read_to_string("/proc/sys/vm/max_map_count") else { return };
     let Ok(max) = text.trim().parse::<u64>() else { return };
-    let needed = u64::from(instances) * 4 + 1024;
+    let needed = u64::from(instances) * 6 + 1024;
     if needed > max {
         warn!(
             max_map_count = max,
