@@ -6,9 +6,10 @@ CARGO   ?= cargo
 GUESTS  := echo chargen chat fortune counter flow misbehave wrong-world
 WASM    := target/wasm32-wasip2/release
 PIER    := target/release/pier
+BENCH   := target/release/pier-bench
 APT_PKGS := netcat-openbsd socat
 
-.PHONY: all setup build run test lint fmt clean
+.PHONY: all setup build run test bench bench-smoke lint fmt clean
 
 all: build
 
@@ -38,6 +39,22 @@ run: build
 ## test: the whole suite against the release build
 test: build
 	$(CARGO) test --release -p pier -- --test-threads=4
+	$(MAKE) bench-smoke
+
+## bench: pier + echo guest vs a native tokio echo, one run (~1 min); prints the
+## table and writes bench/results/latest.{md,json,svg}
+bench: build
+	$(CARGO) build --release -p pier-bench
+	$(BENCH) run
+
+## bench-smoke: every scenario for about a second (part of `make test`); writes to
+## target/bench-smoke so committed results stay as they are; fails without numbers
+bench-smoke: build
+	$(CARGO) build --release -p pier-bench
+	@rm -f target/bench-smoke/latest.*
+	$(BENCH) run --quick --out target/bench-smoke
+	@grep -q '"ratio": [0-9]' target/bench-smoke/latest.json || \
+		{ echo "bench-smoke: no numbers in target/bench-smoke/latest.json" >&2; exit 1; }
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -1,0 +1,398 @@
+//! `pier-bench run`: the whole benchmark in one invocation. Starts pier
+//! (echo guest) and the native baseline as child processes, runs every
+//! scenario against each, one after the other on the same machine, stops
+//! them, and writes the table, `latest.md`, `latest.json` and `latest.svg`.
+//!
+//! Scenarios alternate between the servers (pier, then native, for each
+//! scenario) so that a noisy neighbour on a shared machine skews both sides
+//! of a ratio alike rather than one server's whole column.
+
+use crate::load::{self, ChurnParams, EchoParams, IdleParams, Window};
+use crate::report::{self, Kind, Machine, Measured, Outcome, Pending, Report, ScenarioResult};
+use crate::{plot, proc};
+use anyhow::{Context, Result, bail, ensure};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::time::{sleep, timeout};
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// About a second per scenario and 1,000 idle connections: the CI smoke test.
+    #[arg(long)]
+    pub quick: bool,
+    /// Directory for latest.md, latest.json and latest.svg.
+    #[arg(long, default_value = "bench/results")]
+    pub out: PathBuf,
+    /// The pier binary (`make build`).
+    #[arg(long, default_value = "target/release/pier")]
+    pub pier: PathBuf,
+    /// The echo guest component (`make build`).
+    #[arg(long, default_value = "target/wasm32-wasip2/release/echo.wasm")]
+    pub plugin: PathBuf,
+    /// Idle connections to hold [default: 10000, with --quick 1000].
+    #[arg(long)]
+    pub idle_conns: Option<usize>,
+}
+
+/// What to run, derived from the flags.
+#[derive(Debug, serde::Serialize)]
+struct Plan {
+    window: Window,
+    echo_conns: usize,
+    echo_sizes: [usize; 2],
+    churn_clients: usize,
+    idle_conns: usize,
+    idle_concurrency: usize,
+    #[serde(skip)]
+    idle_settle: Duration,
+    #[serde(skip)]
+    io_timeout: Duration,
+    /// Pause after each run so the server has closed its connections.
+    #[serde(skip)]
+    pause: Duration,
+}
+
+impl Plan {
+    fn new(args: &RunArgs) -> Plan {
+        let (window, idle_default) = if args.quick {
+            (Window { warmup: Duration::from_millis(200), measure: Duration::from_secs(1) }, 1_000)
+        } else {
+            (Window { warmup: Duration::from_secs(1), measure: Duration::from_secs(5) }, 10_000)
+        };
+        Plan {
+            window,
+            echo_conns: 64,
+            echo_sizes: [64, 4096],
+            churn_clients: 32,
+            idle_conns: args.idle_conns.unwrap_or(idle_default),
+            idle_concurrency: 64,
+            idle_settle: Duration::from_secs(1),
+            io_timeout: Duration::from_secs(5),
+            pause: Duration::from_millis(500),
+        }
+    }
+
+    /// A bound on a whole timed scenario: its window, one last round trip
+    /// and close per connection, and slack for a loaded machine.
+    fn timed_limit(&self) -> Duration {
+        self.window.warmup + self.window.measure + 4 * self.io_timeout + Duration::from_secs(10)
+    }
+
+    /// A bound on the idle scenario: generous per connection, never infinite.
+    fn idle_limit(&self) -> Duration {
+        self.idle_settle + 2 * self.io_timeout + Duration::from_millis(5 * self.idle_conns as u64 + 20_000)
+    }
+}
+
+/// How long a server may take to print its `listening` line (pier compiles
+/// the guest at start-up).
+const STARTUP: Duration = Duration::from_secs(60);
+/// How long a server may take to exit after SIGTERM (pier's grace is 5 s).
+const STOP: Duration = Duration::from_secs(15);
+
+/// A server under test, running as our child.
+struct Server {
+    name: &'static str,
+    child: Child,
+    pid: u32,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// Spawns `program args` and waits for its `listening <name> <addr>` line.
+    /// The child dies with us if we panic (`kill_on_drop`).
+    async fn start(name: &'static str, program: &Path, args: &[String]) -> Result<Server> {
+        let mut child = Command::new(program)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {name} ({})", program.display()))?;
+        let pid = child.id().context("the child has no pid")?;
+        let stdout = child.stdout.take().context("the child has no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = match timeout(STARTUP, lines.next_line()).await {
+            Ok(Ok(Some(line))) => line,
+            Ok(Ok(None)) => {
+                let status = timeout(STOP, child.wait()).await;
+                bail!("{name} exited before printing its `listening` line ({status:?}); see its stderr above")
+            }
+            Ok(Err(e)) => bail!("reading {name}'s stdout: {e}"),
+            Err(_) => bail!("{name} printed no `listening` line within {STARTUP:?}"),
+        };
+        let addr = line
+            .strip_prefix("listening ")
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|a| a.parse().ok())
+            .with_context(|| format!("{name} printed `{line}`, expected `listening <name> <host:port>`"))?;
+        // Keep draining stdout: a later line must neither block nor kill the server.
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("[{name} stdout] {line}");
+            }
+        });
+        Ok(Server { name, child, pid, addr })
+    }
+
+    /// SIGTERM, then wait; SIGKILL if it does not exit in time.
+    async fn stop(mut self) -> Result<()> {
+        let pid = libc::pid_t::try_from(self.pid)?;
+        // SAFETY: `pid` is our child and has not been reaped (we hold `child`).
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        match timeout(STOP, self.child.wait()).await {
+            Ok(Ok(status)) if status.success() => Ok(()),
+            Ok(Ok(status)) => bail!("{} exited with {status} after SIGTERM", self.name),
+            Ok(Err(e)) => bail!("waiting for {}: {e}", self.name),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                bail!("{} did not exit within {STOP:?} of SIGTERM; killed it", self.name)
+            }
+        }
+    }
+}
+
+/// Issue 7, item 3 (second half): Store + instantiate + `new-csa` on the
+/// pooled `InstancePre`, timed in-process. Needs a benchmark hook in the
+/// host crate; until then churn's server CPU per connection stands in.
+pub fn instantiate_microbench() -> Pending {
+    Pending { scenario: "instantiate + new-csa micro-benchmark (µs, ↓)", status: "not yet available" }
+}
+
+/// Issue 7, item 5: the RESP guest vs `redis-server` under
+/// `redis-benchmark -t set,get -c 50 -q`, with and without `-P 16`.
+/// Needs the RESP guest (the protocol issue).
+pub fn resp_vs_redis() -> Pending {
+    Pending {
+        scenario: "RESP guest vs redis-server: SET/GET, -c 50 and -P 16 (req/s, ↑)", status: "not yet available"
+    }
+}
+
+/// Issue 7, item 6: the HTTP guest vs a native hyper hello and
+/// `wasmtime serve`, under `wrk`. Needs the HTTP guest (the protocol issue).
+pub fn http_vs_native() -> Pending {
+    Pending {
+        scenario: "HTTP guest vs native hello / wasmtime serve under wrk (req/s, ↑)",
+        status: "not yet available",
+    }
+}
+
+/// Runs everything; true if every scenario produced numbers for both servers.
+pub async fn run(args: RunArgs) -> Result<bool> {
+    let began = Instant::now();
+    let nofile = proc::raise_nofile()?;
+    let plan = Plan::new(&args);
+    for (what, path) in [("the pier binary", &args.pier), ("the echo guest", &args.plugin)] {
+        ensure!(path.is_file(), "{what} is not at {}: run `make build` first", path.display());
+    }
+    // Each idle connection is a socket here; the servers have their own limit.
+    let need = plan.idle_conns as u64 + 512;
+    ensure!(
+        nofile.now >= need,
+        "the open-files limit is {} (hard), too low for {} idle connections: raise it to at least {need} \
+         (e.g. `ulimit -Hn {need}` as root, or LimitNOFILE), or pass a smaller --idle-conns",
+        nofile.now,
+        plan.idle_conns
+    );
+    // Room for the idle scenario and a few stragglers; no more, since pier
+    // sizes its pool (and its vm.max_map_count check) from this.
+    let max_connections = plan.idle_conns + 64;
+    let machine = Machine::probe(nofile);
+    let mode = if args.quick { "quick" } else { "full" };
+    eprintln!(
+        "pier-bench: {mode} run, {:?} per timed scenario (+{:?} warm-up), {} idle connections; open files {}",
+        plan.window.measure, plan.window.warmup, plan.idle_conns, nofile.now
+    );
+
+    let plugin = args.plugin.display().to_string();
+    let pier_args: Vec<String> = [
+        "serve",
+        "--name",
+        "pier",
+        "--listen",
+        "127.0.0.1:0",
+        "--plugin",
+        &plugin,
+        "--max-connections",
+        &max_connections.to_string(),
+        "--nodelay",
+    ]
+    .map(String::from)
+    .to_vec();
+    let native_args: Vec<String> = ["native-echo", "--listen", "127.0.0.1:0"].map(String::from).to_vec();
+    let me = std::env::current_exe().context("finding pier-bench's own path")?;
+
+    let pier = Server::start("pier", &args.pier, &pier_args).await?;
+    let native = match Server::start("native", &me, &native_args).await {
+        Ok(server) => server,
+        Err(e) => {
+            let _ = pier.stop().await;
+            return Err(e);
+        }
+    };
+    eprintln!("pier (pid {}) on {}, native (pid {}) on {}", pier.pid, pier.addr, native.pid, native.addr);
+
+    let mut term = signal(SignalKind::terminate())?;
+    let outcome = tokio::select! {
+        results = scenarios(&plan, &pier, &native) => Ok(results),
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        _ = term.recv() => Err(anyhow::anyhow!("terminated")),
+    };
+    for stopped in [pier.stop().await, native.stop().await] {
+        if let Err(e) = stopped {
+            eprintln!("warning: {e:#}");
+        }
+    }
+    let results = outcome?;
+
+    let rows = report::rows(&results);
+    let pending = [instantiate_microbench(), resp_vs_redis(), http_vs_native()];
+    let table = report::table(&rows, &pending);
+    println!("{table}");
+
+    let command = if args.quick {
+        format!("pier-bench run --quick --out {}", args.out.display())
+    } else {
+        format!("make bench (pier-bench run --out {})", args.out.display())
+    };
+    let config = serde_json::json!({
+        "plan": plan,
+        "io_timeout_secs": plan.io_timeout.as_secs_f64(),
+        "pier": { "binary": args.pier, "args": pier_args },
+        "baseline": { "args": native_args },
+    });
+    let report =
+        Report { mode, command, machine: &machine, config, metrics: &rows, pending: &pending, scenarios: &results };
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    write_atomic(&args.out.join("latest.md"), &report.markdown(&table))?;
+    write_atomic(&args.out.join("latest.json"), &(serde_json::to_string_pretty(&report)? + "\n"))?;
+    let title =
+        format!("pier + echo guest vs native tokio echo ({}, {} cores, {mode} run)", machine.date, machine.nproc);
+    write_atomic(&args.out.join("latest.svg"), &plot::svg(&results, &title)?)?;
+    eprintln!("wrote {}/latest.{{md,json,svg}} in {:.1} s total", args.out.display(), began.elapsed().as_secs_f64());
+    Ok(report::complete(&results))
+}
+
+/// Every scenario, each against pier then the baseline.
+async fn scenarios(plan: &Plan, pier: &Server, native: &Server) -> Vec<ScenarioResult> {
+    let mut results = Vec::new();
+    for size in plan.echo_sizes {
+        let size_name = if size >= 1024 { format!("{} KiB", size / 1024) } else { format!("{size} B") };
+        let p = EchoParams { conns: plan.echo_conns, size, window: plan.window, io_timeout: plan.io_timeout };
+        let label = format!("echo {size_name} × {} conns", p.conns);
+        let [pier_r, native_r] = [pier, native].map(|s| {
+            measure(plan, &label, s, plan.timed_limit(), async move {
+                Ok(Measured::Echo(load::echo(s.addr, p, Some(s.pid)).await?))
+            })
+        });
+        let (pier_r, native_r) = (pier_r.await, native_r.await);
+        results.push(ScenarioResult {
+            short: format!("echo {size_name}"),
+            label,
+            kind: Kind::Echo,
+            pier: pier_r,
+            native: native_r,
+        });
+    }
+
+    let p = ChurnParams { clients: plan.churn_clients, window: plan.window, io_timeout: plan.io_timeout };
+    let label = format!("churn × {} clients", p.clients);
+    let pier_r = measure(plan, &label, pier, plan.timed_limit(), async {
+        Ok(Measured::Churn(load::churn(pier.addr, p, Some(pier.pid)).await?))
+    })
+    .await;
+    let native_r = measure(plan, &label, native, plan.timed_limit(), async {
+        Ok(Measured::Churn(load::churn(native.addr, p, Some(native.pid)).await?))
+    })
+    .await;
+    results.push(ScenarioResult { short: "churn".into(), label, kind: Kind::Churn, pier: pier_r, native: native_r });
+
+    let p = IdleParams {
+        conns: plan.idle_conns,
+        concurrency: plan.idle_concurrency,
+        settle: plan.idle_settle,
+        io_timeout: plan.io_timeout,
+    };
+    let label = format!("idle × {} conns", p.conns);
+    let pier_r = measure(plan, &label, pier, plan.idle_limit(), async {
+        Ok(Measured::Idle(load::idle(pier.addr, p, pier.pid).await?))
+    })
+    .await;
+    // Let pier tear its instances down before the baseline is measured.
+    sleep(plan.idle_settle).await;
+    let native_r = measure(plan, &label, native, plan.idle_limit(), async {
+        Ok(Measured::Idle(load::idle(native.addr, p, native.pid).await?))
+    })
+    .await;
+    results.push(ScenarioResult { short: "idle".into(), label, kind: Kind::Idle, pier: pier_r, native: native_r });
+    results
+}
+
+/// Runs one scenario against one server within `limit`, logs a one-line
+/// summary to stderr, and turns any failure into an error row.
+async fn measure(
+    plan: &Plan,
+    label: &str,
+    server: &Server,
+    limit: Duration,
+    scenario: impl Future<Output = Result<Measured>>,
+) -> Outcome {
+    let outcome = match timeout(limit, scenario).await {
+        Ok(Ok(m)) => Ok(m),
+        Ok(Err(e)) => Err(format!("{e:#}")),
+        Err(_) => Err(format!("did not finish within {limit:?}")),
+    };
+    match &outcome {
+        Ok(m) => eprintln!("  {:<7} {label}: {}", server.name, summary(m)),
+        Err(e) => eprintln!("  {:<7} {label}: ERROR {e}", server.name),
+    }
+    sleep(plan.pause).await;
+    outcome
+}
+
+fn summary(m: &Measured) -> String {
+    let cpu = |v: Option<f64>| v.map_or_else(String::new, |v| format!(", server CPU {v:.1} µs"));
+    match m {
+        Measured::Echo(s) => format!(
+            "{:.0} msg/s, {:.1} MB/s, p50 {:.1} µs, p99 {:.1} µs{}/msg",
+            s.msgs_per_sec,
+            s.mb_per_sec,
+            s.latency.p50_us,
+            s.latency.p99_us,
+            cpu(s.server_cpu_us_per_msg)
+        ),
+        Measured::Churn(s) => format!(
+            "{:.0} conn/s, p50 {:.1} µs, p99 {:.1} µs{}/conn",
+            s.conns_per_sec,
+            s.latency.p50_us,
+            s.latency.p99_us,
+            cpu(s.server_cpu_us_per_conn)
+        ),
+        Measured::Idle(s) => format!(
+            "{} opened in {:.2} s, RSS {:.1} → {:.1} MiB, {:.1} KiB and {:.2} mappings per connection",
+            s.conns,
+            s.open_secs,
+            s.rss_before as f64 / (1 << 20) as f64,
+            s.rss_after as f64 / (1 << 20) as f64,
+            s.rss_per_conn / 1024.0,
+            s.maps_per_conn
+        ),
+    }
+}
+
+/// Writes `path` through `path.tmp` and a rename, so a reader (or an
+/// interrupted run) never sees half a file. `*.tmp` is git-ignored.
+fn write_atomic(path: &Path, contents: &str) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, contents).with_context(|| format!("writing {}", Path::new(&tmp).display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
