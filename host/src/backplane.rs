@@ -108,7 +108,7 @@ impl Backplane {
                     "backplane: mailbox full, dropped the oldest message"
                 );
             }
-            csa.wake.notify_one();
+            csa.doorbell.ring(crate::doorbell::RING);
         }
     }
 }

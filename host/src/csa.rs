@@ -8,6 +8,7 @@
 //! paused reading. Every guest call runs under the listener's CPU limit.
 
 use crate::bindings::{ConnectionHandler, ConnectionInfo, WitShutdownReason};
+use crate::doorbell::{ABORT, Registry, SHUTDOWN};
 use crate::events::{ServerEvent, ShutdownReason};
 use crate::listener::ListenerRuntime;
 use crate::outbox::{CsaHandle, CsaShared, WriteState};
@@ -28,13 +29,14 @@ pub const READ_CHUNK: usize = 32 << 10;
 /// Backplane messages delivered between two flushes of the outbox.
 const MESSAGE_BATCH: usize = 64;
 
-/// The two server-wide signals a CSA obeys.
+/// How `serverShutdown` reaches the accept loops and the CSAs.
 #[derive(Clone)]
 pub(crate) struct Stop {
-    /// `serverShutdown`: tell the handler, flush, close.
+    /// Cancelled by `serverShutdown`: the accept loops stop.
     pub(crate) shutdown: CancellationToken,
-    /// The grace period is over: close now.
-    pub(crate) abort: CancellationToken,
+    /// Every live CSA's doorbell: rung with `SHUTDOWN`, then `ABORT` once
+    /// the grace period is over.
+    pub(crate) registry: Arc<Registry>,
 }
 
 /// One call into the handler's inbox.
@@ -54,7 +56,6 @@ struct Csa {
     handler: ConnectionHandler,
     shared: Arc<CsaShared>,
     rt: Arc<ListenerRuntime>,
-    stop: Stop,
     /// The peer sent FIN.
     input_ended: bool,
     /// `shutdown-csa(server-shutdown)` was delivered.
@@ -69,6 +70,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, id: u64, rt: Arc<
     let shared = CsaShared::new(rt.config.outbox_high_water, rt.config.outbox_low_water);
     let listener = rt.name.clone();
     let mailbox = shared.clone();
+    let _registration = stop.registry.register(id, &shared.doorbell);
     let reason = match instantiate(&rt, id, &shared).await {
         Ok((store, handler)) => {
             rt.emit(ServerEvent::NewCsa {
@@ -86,7 +88,6 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, id: u64, rt: Arc<
                 handler,
                 shared,
                 rt: rt.clone(),
-                stop,
                 input_ended: false,
                 told_shutdown: false,
                 last_activity: Instant::now(),
@@ -201,13 +202,17 @@ impl Csa {
             let want_write = queued > 0;
             tokio::select! {
                 biased;
-                _ = self.stop.abort.cancelled() => return ShutdownReason::ServerShutdown,
-                _ = self.stop.shutdown.cancelled(), if !self.told_shutdown => {
-                    self.told_shutdown = true;
-                    if let Err(r) = self.deliver(Inbox::ShutdownCsa(WitShutdownReason::ServerShutdown)).await {
-                        return r;
+                bits = self.shared.doorbell.rung() => {
+                    if bits & ABORT != 0 {
+                        return ShutdownReason::ServerShutdown;
                     }
-                    self.shared.outbox().finish();
+                    if bits & SHUTDOWN != 0 && !self.told_shutdown {
+                        self.told_shutdown = true;
+                        if let Err(r) = self.deliver(Inbox::ShutdownCsa(WitShutdownReason::ServerShutdown)).await {
+                            return r;
+                        }
+                        self.shared.outbox().finish();
+                    }
                 }
                 ready = self.stream.readable(), if can_read => {
                     if let Err(e) = ready {
@@ -222,7 +227,6 @@ impl Csa {
                         return io_reason(&e);
                     }
                 }
-                _ = self.shared.wake.notified() => {}
                 _ = self.idle.as_mut() => {
                     let deadline = self.last_activity + self.rt.config.idle_timeout;
                     if Instant::now() >= deadline {
@@ -306,7 +310,7 @@ impl Csa {
             let ready = tokio::select! {
                 r = self.stream.readable() => r,
                 _ = tokio::time::sleep_until(deadline) => return,
-                _ = self.stop.abort.cancelled() => return,
+                bits = self.shared.doorbell.rung() => if bits & ABORT != 0 { return } else { continue },
             };
             if ready.is_err() {
                 return;

@@ -42,6 +42,7 @@ mod bindings;
 pub mod config;
 pub mod config_file;
 mod csa;
+mod doorbell;
 mod engine;
 pub mod events;
 mod guest_log;

@@ -2,11 +2,11 @@
 //! and the handle through which an embedding program shares it with the guest.
 
 use crate::backplane::Mailbox;
+use crate::doorbell::{Doorbell, RING};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 
 /// Why `send` did not take the bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -156,8 +156,9 @@ pub(crate) struct CsaShared {
     /// Backplane messages waiting for the handler's `message`.
     mailbox: Mutex<Mailbox>,
     /// Wakes the CSA task when someone other than its guest changed the
-    /// outbox (an embedder's send, finish or close) or its mailbox.
-    pub(crate) wake: Notify,
+    /// outbox (an embedder's send, finish or close) or its mailbox, or the
+    /// server is shutting down.
+    pub(crate) doorbell: Arc<Doorbell>,
 }
 
 impl CsaShared {
@@ -165,7 +166,7 @@ impl CsaShared {
         Arc::new(Self {
             outbox: Mutex::new(Outbox::new(high_water, low_water)),
             mailbox: Mutex::new(Mailbox::default()),
-            wake: Notify::new(),
+            doorbell: Arc::default(),
         })
     }
 
@@ -206,7 +207,7 @@ impl CsaHandle {
     pub fn send(&self, bytes: impl Into<Vec<u8>>) -> Result<(), SendError> {
         let result = self.shared.outbox().send(bytes.into());
         if result.is_ok() {
-            self.shared.wake.notify_one();
+            self.shared.doorbell.ring(RING);
         }
         result
     }
@@ -214,13 +215,13 @@ impl CsaHandle {
     /// Kamaelia's producerFinished: flush what is queued, then close.
     pub fn finish(&self) {
         self.shared.outbox().finish();
-        self.shared.wake.notify_one();
+        self.shared.doorbell.ring(RING);
     }
 
     /// Drop what is queued and close the connection now.
     pub fn close(&self) {
         self.shared.outbox().close();
-        self.shared.wake.notify_one();
+        self.shared.doorbell.ring(RING);
     }
 }
 

@@ -4,6 +4,7 @@
 use crate::backplane::Backplane;
 use crate::config::ServerConfig;
 use crate::csa::Stop;
+use crate::doorbell::{ABORT, SHUTDOWN};
 use crate::engine::{self, PoolSize};
 use crate::events::ServerEvent;
 use crate::listener::{self, ListenerRuntime};
@@ -60,7 +61,7 @@ impl Server {
             info!(listener = &*rt.name, %addr, plugin = %rt.config.plugin.display(), "listening");
             listeners.push((socket, rt, addr));
         }
-        let stop = Stop { shutdown: CancellationToken::new(), abort: CancellationToken::new() };
+        let stop = Stop { shutdown: CancellationToken::new(), registry: Arc::default() };
         Ok(Self { listeners, events, stop, grace: config.grace })
     }
 
@@ -87,11 +88,12 @@ impl Server {
             tasks.spawn(listener::accept_loop(socket, rt, self.stop.clone(), tasks.clone()));
         }
         self.stop.shutdown.cancelled().await;
+        self.stop.registry.ring_all(SHUTDOWN);
         tasks.close();
         info!(connections = tasks.len(), grace = ?self.grace, "server shutdown: draining connections");
         if tokio::time::timeout(self.grace, tasks.wait()).await.is_err() {
             warn!(connections = tasks.len(), "grace period over; closing the connections still open");
-            self.stop.abort.cancel();
+            self.stop.registry.ring_all(ABORT);
             tasks.wait().await;
         }
         info!("server stopped");
