@@ -17,6 +17,7 @@ use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
@@ -200,7 +201,8 @@ impl Csa {
             }
             let can_read = !self.input_ended && !paused && !full && state == WriteState::Open;
             let want_write = queued > 0;
-            tokio::select! {
+            let mut buf = can_read.then(ReadBuffer::take);
+            let event = tokio::select! {
                 biased;
                 bits = self.shared.doorbell.rung() => {
                     if bits & ABORT != 0 {
@@ -213,27 +215,36 @@ impl Csa {
                         }
                         self.shared.outbox().finish();
                     }
+                    None
                 }
-                ready = self.stream.readable(), if can_read => {
-                    if let Err(e) = ready {
-                        return io_reason(&e);
-                    }
-                    if let Err(r) = self.read().await {
-                        return r;
-                    }
-                }
-                ready = self.stream.writable(), if want_write => {
-                    if let Err(e) = ready {
-                        return io_reason(&e);
-                    }
-                }
+                io = socket_io(&mut self.stream, buf.as_mut(), want_write) => Some(io),
                 _ = self.idle.as_mut() => {
                     let deadline = self.last_activity + self.rt.config.idle_timeout;
                     if Instant::now() >= deadline {
                         return ShutdownReason::IdleTimeout;
                     }
                     self.idle.as_mut().reset(deadline);
+                    None
                 }
+            };
+            let result = match event {
+                Some(SocketIo::Read(Ok(0))) => {
+                    self.input_ended = true;
+                    self.deliver(Inbox::EndOfInput).await
+                }
+                Some(SocketIo::Read(Ok(n))) => {
+                    self.last_activity = Instant::now();
+                    let bytes = &buf.as_ref().expect("a read needs a buffer").0[..n];
+                    call(&mut self.store, &self.handler, self.rt.config.cpu_limit, Inbox::Data(bytes)).await
+                }
+                Some(SocketIo::Read(Err(e)) | SocketIo::Writable(Err(e))) => Err(io_reason(&e)),
+                Some(SocketIo::Writable(Ok(()))) | None => Ok(()),
+            };
+            if let Some(buf) = buf {
+                buf.give_back();
+            }
+            if let Err(r) = result {
+                return r;
             }
         }
     }
@@ -248,27 +259,6 @@ impl Csa {
             delivered += 1;
         }
         Ok(delivered)
-    }
-
-    /// Reads one chunk and hands it to the handler. The buffer is borrowed
-    /// from a per-thread pool for the read and the call only, so an idle
-    /// connection holds no read buffer.
-    async fn read(&mut self) -> Result<(), ShutdownReason> {
-        let mut buf = ReadBuffer::take();
-        let result = match self.stream.try_read_buf(&mut buf.0) {
-            Ok(0) => {
-                self.input_ended = true;
-                self.deliver(Inbox::EndOfInput).await
-            }
-            Ok(_) => {
-                self.last_activity = Instant::now();
-                self.deliver(Inbox::Data(&buf.0)).await
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-            Err(e) => Err(io_reason(&e)),
-        };
-        buf.give_back();
-        result
     }
 
     /// Writes what the socket takes now, without waiting.
@@ -325,8 +315,38 @@ impl Csa {
     }
 }
 
+/// What the socket did.
+enum SocketIo {
+    /// Bytes read into the buffer (0: the peer sent FIN).
+    Read(io::Result<usize>),
+    /// The socket can take more bytes.
+    Writable(io::Result<()>),
+}
+
+/// Waits until the socket has bytes (when `buf` is given: reads them) or can
+/// be written (when `want_write`). Reading through `poll_read` lets tokio
+/// mark the socket drained after a short read, which saves a `recv` that
+/// would only say "would block" on every message.
+async fn socket_io(stream: &mut TcpStream, mut buf: Option<&mut ReadBuffer>, want_write: bool) -> SocketIo {
+    use tokio::io::{AsyncRead, ReadBuf};
+    std::future::poll_fn(|cx| {
+        if want_write && let Poll::Ready(r) = stream.poll_write_ready(cx) {
+            return Poll::Ready(SocketIo::Writable(r));
+        }
+        if let Some(buf) = buf.as_deref_mut() {
+            let mut read = ReadBuf::new(&mut buf.0);
+            if let Poll::Ready(r) = Pin::new(&mut *stream).poll_read(cx, &mut read) {
+                return Poll::Ready(SocketIo::Read(r.map(|()| read.filled().len())));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
 /// A `READ_CHUNK` buffer from a small per-thread pool: reads reuse warm
-/// buffers without allocating, and idle connections hold none.
+/// buffers (zeroed once, when first made) without allocating, and idle
+/// connections hold none.
 struct ReadBuffer(Vec<u8>);
 
 thread_local! {
@@ -338,14 +358,13 @@ const POOLED_BUFFERS: usize = 8;
 
 impl ReadBuffer {
     fn take() -> Self {
-        let buf = READ_BUFFERS.with_borrow_mut(Vec::pop).unwrap_or_else(|| Vec::with_capacity(READ_CHUNK));
+        let buf = READ_BUFFERS.with_borrow_mut(Vec::pop).unwrap_or_else(|| vec![0; READ_CHUNK]);
         Self(buf)
     }
 
     /// Returns the buffer to the pool of the thread this runs on now (the
     /// task may have moved; any thread's pool will do).
-    fn give_back(mut self) {
-        self.0.clear();
+    fn give_back(self) {
         READ_BUFFERS.with_borrow_mut(|pool| {
             if pool.len() < POOLED_BUFFERS {
                 pool.push(self.0);
