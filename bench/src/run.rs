@@ -163,8 +163,17 @@ impl Server {
 /// Issue 7, item 3 (second half): Store + instantiate + `new-csa` on the
 /// pooled `InstancePre`, timed in-process. Needs a benchmark hook in the
 /// host crate; until then churn's server CPU per connection stands in.
-pub fn instantiate_microbench() -> Pending {
-    Pending { scenario: "instantiate + new-csa micro-benchmark (µs, ↓)", status: "not yet available" }
+pub fn instantiate_microbench(plugin: &Path, iterations: usize) -> Pending {
+    let scenario = "instantiate + new-csa micro-benchmark (µs, ↓)";
+    let status = match pier::measure::instantiate_cost(plugin, iterations) {
+        Ok(mut times) => {
+            times.sort();
+            let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
+            format!("median {:.1} µs, p99 {:.1} µs over {} (goal < 15 µs)", at(0.5), at(0.99), times.len())
+        }
+        Err(e) => format!("error: {e:#}"),
+    };
+    Pending { scenario, status }
 }
 
 /// Issue 7, item 5: the RESP guest vs `redis-server` under
@@ -172,7 +181,8 @@ pub fn instantiate_microbench() -> Pending {
 /// Needs the RESP guest (the protocol issue).
 pub fn resp_vs_redis() -> Pending {
     Pending {
-        scenario: "RESP guest vs redis-server: SET/GET, -c 50 and -P 16 (req/s, ↑)", status: "not yet available"
+        scenario: "RESP guest vs redis-server: SET/GET, -c 50 and -P 16 (req/s, ↑)",
+        status: "not yet available".into(),
     }
 }
 
@@ -181,7 +191,7 @@ pub fn resp_vs_redis() -> Pending {
 pub fn http_vs_native() -> Pending {
     Pending {
         scenario: "HTTP guest vs native hello / wasmtime serve under wrk (req/s, ↑)",
-        status: "not yet available",
+        status: "not yet available".into(),
     }
 }
 
@@ -254,7 +264,8 @@ pub async fn run(args: RunArgs) -> Result<bool> {
     let results = outcome?;
 
     let rows = report::rows(&results);
-    let pending = [instantiate_microbench(), resp_vs_redis(), http_vs_native()];
+    let iterations = if args.quick { 1_000 } else { 20_000 };
+    let pending = [instantiate_microbench(&args.plugin, iterations), resp_vs_redis(), http_vs_native()];
     let table = report::table(&rows, &pending);
     println!("{table}");
 

@@ -201,7 +201,6 @@ impl Csa {
             }
             let can_read = !self.input_ended && !paused && !full && state == WriteState::Open;
             let want_write = queued > 0;
-            let mut buf = can_read.then(ReadBuffer::take);
             let event = tokio::select! {
                 biased;
                 bits = self.shared.doorbell.rung() => {
@@ -217,7 +216,7 @@ impl Csa {
                     }
                     None
                 }
-                io = socket_io(&mut self.stream, buf.as_mut(), want_write) => Some(io),
+                io = socket_io(&mut self.stream, can_read, want_write) => Some(io),
                 _ = self.idle.as_mut() => {
                     let deadline = self.last_activity + self.rt.config.idle_timeout;
                     if Instant::now() >= deadline {
@@ -228,21 +227,20 @@ impl Csa {
                 }
             };
             let result = match event {
-                Some(SocketIo::Read(Ok(0))) => {
+                Some(SocketIo::Read(Ok((buf, 0)))) => {
+                    buf.give_back();
                     self.input_ended = true;
                     self.deliver(Inbox::EndOfInput).await
                 }
-                Some(SocketIo::Read(Ok(n))) => {
+                Some(SocketIo::Read(Ok((buf, n)))) => {
                     self.last_activity = Instant::now();
-                    let bytes = &buf.as_ref().expect("a read needs a buffer").0[..n];
-                    call(&mut self.store, &self.handler, self.rt.config.cpu_limit, Inbox::Data(bytes)).await
+                    let result = self.deliver(Inbox::Data(&buf.0[..n])).await;
+                    buf.give_back();
+                    result
                 }
                 Some(SocketIo::Read(Err(e)) | SocketIo::Writable(Err(e))) => Err(io_reason(&e)),
                 Some(SocketIo::Writable(Ok(()))) | None => Ok(()),
             };
-            if let Some(buf) = buf {
-                buf.give_back();
-            }
             if let Err(r) = result {
                 return r;
             }
@@ -317,26 +315,33 @@ impl Csa {
 
 /// What the socket did.
 enum SocketIo {
-    /// Bytes read into the buffer (0: the peer sent FIN).
-    Read(io::Result<usize>),
+    /// Bytes read into a pooled buffer (0: the peer sent FIN).
+    Read(io::Result<(ReadBuffer, usize)>),
     /// The socket can take more bytes.
     Writable(io::Result<()>),
 }
 
-/// Waits until the socket has bytes (when `buf` is given: reads them) or can
-/// be written (when `want_write`). Reading through `poll_read` lets tokio
-/// mark the socket drained after a short read, which saves a `recv` that
-/// would only say "would block" on every message.
-async fn socket_io(stream: &mut TcpStream, mut buf: Option<&mut ReadBuffer>, want_write: bool) -> SocketIo {
+/// Waits until the socket has bytes (when `read`: reads them) or can be
+/// written (when `write`). A buffer is taken from the pool only once the
+/// socket is readable, so a waiting connection holds none. Reading through
+/// `poll_read` lets tokio mark the socket drained after a short read, which
+/// saves a `recv` that would only say "would block" on every message.
+async fn socket_io(stream: &mut TcpStream, read: bool, write: bool) -> SocketIo {
     use tokio::io::{AsyncRead, ReadBuf};
     std::future::poll_fn(|cx| {
-        if want_write && let Poll::Ready(r) = stream.poll_write_ready(cx) {
+        if write && let Poll::Ready(r) = stream.poll_write_ready(cx) {
             return Poll::Ready(SocketIo::Writable(r));
         }
-        if let Some(buf) = buf.as_deref_mut() {
-            let mut read = ReadBuf::new(&mut buf.0);
-            if let Poll::Ready(r) = Pin::new(&mut *stream).poll_read(cx, &mut read) {
-                return Poll::Ready(SocketIo::Read(r.map(|()| read.filled().len())));
+        if read && stream.poll_read_ready(cx).is_ready() {
+            let mut buf = ReadBuffer::take();
+            let mut filled = ReadBuf::new(&mut buf.0);
+            match Pin::new(&mut *stream).poll_read(cx, &mut filled) {
+                Poll::Ready(r) => {
+                    let n = filled.filled().len();
+                    return Poll::Ready(SocketIo::Read(r.map(|()| (buf, n))));
+                }
+                // Spurious readiness: tokio cleared it and registered us.
+                Poll::Pending => buf.give_back(),
             }
         }
         Poll::Pending
