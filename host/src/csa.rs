@@ -70,29 +70,23 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, id: u64, rt: Arc<
     let local = stream.local_addr().unwrap_or(peer);
     let shared = CsaShared::new(rt.config.outbox_high_water, rt.config.outbox_low_water);
     let listener = rt.name.clone();
-    let mailbox = shared.clone();
     let _registration = stop.registry.register(id, &shared.doorbell);
-    let reason = match instantiate(&rt, id, &shared).await {
+    let instance = instantiate(&rt, id, &shared).await;
+    let handle = CsaHandle::new(id, shared.clone());
+    rt.emit(ServerEvent::NewCsa { id, listener: listener.clone(), peer, local, handle });
+    let reason = match instance {
         Ok((store, handler)) => {
-            rt.emit(ServerEvent::NewCsa {
-                id,
-                listener: listener.clone(),
-                peer,
-                local,
-                handle: CsaHandle::new(id, shared.clone()),
-            });
-            let idle = Box::pin(tokio::time::sleep(rt.config.idle_timeout));
             let mut csa = Csa {
                 id,
                 stream,
                 store,
                 handler,
-                shared,
+                shared: shared.clone(),
                 rt: rt.clone(),
                 input_ended: false,
                 told_shutdown: false,
                 last_activity: Instant::now(),
-                idle,
+                idle: Box::pin(tokio::time::sleep(rt.config.idle_timeout)),
             };
             let info =
                 ConnectionInfo { id, listener: listener.to_string(), peer: peer.to_string(), local: local.to_string() };
@@ -100,18 +94,9 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, id: u64, rt: Arc<
             csa.close(&reason).await;
             reason
         }
-        Err(reason) => {
-            rt.emit(ServerEvent::NewCsa {
-                id,
-                listener: listener.clone(),
-                peer,
-                local,
-                handle: CsaHandle::new(id, shared),
-            });
-            reason
-        }
+        Err(reason) => reason,
     };
-    let dropped = mailbox.mailbox().dropped;
+    let dropped = shared.mailbox().dropped;
     if dropped > 0 {
         tracing::info!(
             listener = &*listener,
