@@ -7,8 +7,10 @@
 //! - `run`: the orchestrator ([`run`]) that starts pier and the baseline as
 //!   child processes, loads each in turn, and writes the report.
 
+mod external;
 mod load;
 mod native;
+mod native_http;
 mod plot;
 mod proc;
 mod report;
@@ -34,6 +36,11 @@ enum Cmd {
     /// Serve the native baseline: a plain tokio echo server.
     NativeEcho {
         /// HOST:PORT (port 0: any free port); prints `listening native <addr>`.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+    /// Serve the native HTTP baseline: hyper answering GET /hello.
+    NativeHttp {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
     },
@@ -102,6 +109,7 @@ async fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Cmd::NativeEcho { listen } => native::serve(&listen).await,
+        Cmd::NativeHttp { listen } => native_http::serve(&listen).await,
         Cmd::Load(cmd) => load_once(cmd).await,
     };
     match result {

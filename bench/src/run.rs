@@ -9,7 +9,7 @@
 
 use crate::load::{self, ChurnParams, EchoParams, IdleParams, Window};
 use crate::report::{self, Kind, Machine, Measured, Outcome, Pending, Report, ScenarioResult};
-use crate::{plot, proc};
+use crate::{external, plot, proc};
 use anyhow::{Context, Result, bail, ensure};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -176,25 +176,6 @@ pub fn instantiate_microbench(plugin: &Path, iterations: usize) -> Pending {
     Pending { scenario, status }
 }
 
-/// Issue 7, item 5: the RESP guest vs `redis-server` under
-/// `redis-benchmark -t set,get -c 50 -q`, with and without `-P 16`.
-/// Needs the RESP guest (the protocol issue).
-pub fn resp_vs_redis() -> Pending {
-    Pending {
-        scenario: "RESP guest vs redis-server: SET/GET, -c 50 and -P 16 (req/s, ↑)",
-        status: "not yet available".into(),
-    }
-}
-
-/// Issue 7, item 6: the HTTP guest vs a native hyper hello and
-/// `wasmtime serve`, under `wrk`. Needs the HTTP guest (the protocol issue).
-pub fn http_vs_native() -> Pending {
-    Pending {
-        scenario: "HTTP guest vs native hello / wasmtime serve under wrk (req/s, ↑)",
-        status: "not yet available".into(),
-    }
-}
-
 /// Runs everything; true if every scenario produced numbers for both servers.
 pub async fn run(args: RunArgs) -> Result<bool> {
     let began = Instant::now();
@@ -265,7 +246,12 @@ pub async fn run(args: RunArgs) -> Result<bool> {
 
     let rows = report::rows(&results);
     let iterations = if args.quick { 1_000 } else { 20_000 };
-    let pending = [instantiate_microbench(&args.plugin, iterations), resp_vs_redis(), http_vs_native()];
+    let wasm_dir = args.plugin.parent().unwrap_or(Path::new("."));
+    let pending = [
+        instantiate_microbench(&args.plugin, iterations),
+        external::resp_vs_redis(&args.pier, wasm_dir, args.quick),
+        external::http_vs_native(&args.pier, wasm_dir, args.quick),
+    ];
     let table = report::table(&rows, &pending);
     println!("{table}");
 
