@@ -3,11 +3,11 @@
 #   make test   install what the tests need, build, run the whole suite
 
 CARGO   ?= cargo
-GUESTS  := echo chargen chat fortune counter flow misbehave wrong-world
+GUESTS  := echo chargen chat fortune http resp counter flow misbehave wrong-world
 WASM    := target/wasm32-wasip2/release
 PIER    := target/release/pier
 BENCH   := target/release/pier-bench
-APT_PKGS := netcat-openbsd socat
+APT_PKGS := netcat-openbsd socat curl wrk redis-tools redis-server
 
 .PHONY: all setup build run test bench bench-smoke lint fmt clean
 
@@ -34,11 +34,14 @@ run: build
 	@echo "      nc 127.0.0.1 7001 | head    (chargen: RFC 864 stream)"
 	@echo "      nc 127.0.0.1 7002           (fortune: one text, then close)"
 	@echo "      nc 127.0.0.1 7003           (chat: open two, type lines; /nick NAME)"
+	@echo "      redis-cli -p 7004 set k v   (resp: then get k, incr n, ...)"
+	@echo "      curl -i 127.0.0.1:7005/hello (http: also / and HEAD)"
 	$(PIER) serve --config examples/pier.toml
 
 ## test: the whole suite against the release build
 test: build
 	$(CARGO) test --release -p pier -- --test-threads=4
+	$(CARGO) test --release -p pier-guest -p resp -p pier-bench
 	$(MAKE) bench-smoke
 
 ## bench: pier + echo guest vs a native tokio echo, one run (~1 min); prints the

@@ -235,7 +235,7 @@ fn the_demo_config_checks() {
     let out = run_pier(&["check", "--config", root.join("examples/pier.toml").to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for name in ["echo", "chargen", "fortune"] {
+    for name in ["echo", "chargen", "chat", "fortune", "resp", "http"] {
         assert!(stdout.lines().any(|l| l.starts_with(name)), "{name} missing from:\n{stdout}");
     }
 }

@@ -8,5 +8,7 @@ mod cli;
 mod echo;
 mod embed;
 mod flow;
+mod http;
 mod limits;
+mod resp;
 mod shutdown;

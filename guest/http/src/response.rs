@@ -1,0 +1,78 @@
+//! Routes and responses. Every response has a `Content-Length`, so
+//! keep-alive and pipelining need no other framing.
+
+/// The built-in page at `/`.
+const INDEX: &str = "<!doctype html>
+<html><head><title>pier</title></head>
+<body><h1>pier</h1>
+<p>This page is served by an HTTP/1.1 handler running in its own
+WebAssembly sandbox, one fresh instance per connection.</p>
+<p>Try <a href=\"/hello\">/hello</a>.</p>
+</body></html>
+";
+
+pub struct Response {
+    status: u16,
+    content_type: &'static str,
+    body: &'static [u8],
+    allow: bool,
+}
+
+impl Response {
+    /// An error status with a short plain-text body.
+    pub fn status(status: u16) -> Self {
+        let body: &'static [u8] = match status {
+            400 => b"bad request\n",
+            404 => b"not found\n",
+            405 => b"method not allowed\n",
+            411 => b"length required\n",
+            431 => b"request header fields too large\n",
+            _ => b"error\n",
+        };
+        Response { status, content_type: "text/plain; charset=utf-8", body, allow: status == 405 }
+    }
+
+    /// The whole response; `head_only` leaves out the body (HEAD).
+    pub fn encode(&self, keep_alive: bool, head_only: bool) -> Vec<u8> {
+        let reason = match self.status {
+            200 => "OK",
+            400 => "Bad Request",
+            404 => "Not Found",
+            405 => "Method Not Allowed",
+            411 => "Length Required",
+            431 => "Request Header Fields Too Large",
+            _ => "Error",
+        };
+        let mut out = format!(
+            "HTTP/1.1 {} {reason}\r\nServer: pier\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\n",
+            self.status,
+            self.content_type,
+            self.body.len(),
+            if keep_alive { "keep-alive" } else { "close" },
+        )
+        .into_bytes();
+        if self.allow {
+            out.extend_from_slice(b"Allow: GET, HEAD\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        if !head_only {
+            out.extend_from_slice(self.body);
+        }
+        out
+    }
+}
+
+/// The response for a method and a path.
+pub fn route(method: &str, path: &str) -> Response {
+    let path = path.split('?').next().unwrap_or(path);
+    let page = match path {
+        "/" => Some(("text/html; charset=utf-8", INDEX.as_bytes())),
+        "/hello" => Some(("text/plain; charset=utf-8", b"Hello, world!\n".as_slice())),
+        _ => None,
+    };
+    match (page, method) {
+        (None, _) => Response::status(404),
+        (Some((content_type, body)), "GET" | "HEAD") => Response { status: 200, content_type, body, allow: false },
+        (Some(_), _) => Response::status(405),
+    }
+}
