@@ -86,11 +86,15 @@ fn output(cmd: &mut Command, limit: Duration) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// `redis-benchmark -q` prints `SET: 81234.57 requests per second, ...`.
+/// `redis-benchmark -q` prints `SET: 81234.57 requests per second, ...`,
+/// after progress lines ended by `\r`.
 fn redis_rps(text: &str, test: &str) -> Option<f64> {
-    let line = text.lines().rev().find(|l| l.trim_start().starts_with(&format!("{test}:")))?;
-    let after = line.split(':').nth(1)?.trim();
-    after.split_whitespace().next()?.parse().ok()
+    let prefix = format!("{test}: ");
+    let line = text
+        .split(['\r', '\n'])
+        .map(str::trim_start)
+        .find(|l| l.starts_with(&prefix) && l.contains("requests per second"))?;
+    line[prefix.len()..].split_whitespace().next()?.parse().ok()
 }
 
 fn redis_benchmark(port: u16, pipeline: u32, requests: u32) -> Result<(f64, f64)> {
@@ -212,7 +216,7 @@ mod tests {
 
     #[test]
     fn parses_redis_benchmark() {
-        let text = "PING_INLINE: 1.0 requests per second\nSET: 81234.57 requests per second, p50=0.3 msec\nGET: 90000.00 requests per second, p50=0.2 msec\n";
+        let text = "PING_INLINE: 1.0 requests per second\n SET: rps=0.0 (overall: 0.0)\r SET: 81234.57 requests per second, p50=0.3 msec\nGET: 90000.00 requests per second, p50=0.2 msec\n";
         assert_eq!(redis_rps(text, "SET"), Some(81234.57));
         assert_eq!(redis_rps(text, "GET"), Some(90000.0));
         assert_eq!(redis_rps(text, "INCR"), None);
