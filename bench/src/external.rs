@@ -119,21 +119,33 @@ fn redis_benchmark(port: u16, pipeline: u32, requests: u32) -> Result<(f64, f64)
     Ok((set, get))
 }
 
-/// The RESP guest vs `redis-server`, `-c 50`, without and with `-P 16`.
-pub fn resp_vs_redis(pier: &Path, wasm_dir: &Path, quick: bool) -> Pending {
-    let scenario = "RESP guest vs redis-server: SET/GET req/s, -c 50 (and -P 16) (↑)";
-    let plugin = wasm_dir.join("resp.wasm");
+/// One protocol row: skipped with the reason when the guest or a tool is
+/// missing, else what `measure` found (or its error).
+fn protocol_row(
+    scenario: &'static str,
+    plugin: &Path,
+    tools: &[&str],
+    measure: impl FnOnce(&Path) -> Result<String>,
+) -> Pending {
     let status = if !plugin.exists() {
-        "skipped: the resp guest is not built".to_string()
-    } else if !have("redis-server") || !have("redis-benchmark") {
-        "skipped: install redis-server and redis-tools".to_string()
+        format!("skipped: {} is not built", plugin.display())
+    } else if let Some(tool) = tools.iter().find(|t| !have(t)) {
+        format!("skipped: {tool} is not installed (`make setup` installs it)")
     } else {
-        match measure_resp(pier, &plugin, if quick { 5_000 } else { 100_000 }) {
-            Ok(s) => s,
-            Err(e) => format!("error: {e:#}"),
-        }
+        measure(plugin).unwrap_or_else(|e| format!("error: {e:#}"))
     };
     Pending { scenario, status }
+}
+
+/// The RESP guest vs `redis-server`, `-c 50`, without and with `-P 16`.
+pub fn resp_vs_redis(pier: &Path, wasm_dir: &Path, quick: bool) -> Pending {
+    let requests = if quick { 5_000 } else { 100_000 };
+    protocol_row(
+        "RESP guest vs redis-server: SET/GET req/s, -c 50 (and -P 16) (↑)",
+        &wasm_dir.join("resp.wasm"),
+        &["redis-server", "redis-benchmark"],
+        |plugin| measure_resp(pier, plugin, requests),
+    )
 }
 
 fn measure_resp(pier: &Path, plugin: &Path, requests: u32) -> Result<String> {
@@ -177,19 +189,13 @@ fn wrk_rps(addr: SocketAddr, secs: u32) -> Result<f64> {
 
 /// The HTTP guest vs the native hyper hello (`pier-bench native-http`).
 pub fn http_vs_native(pier: &Path, wasm_dir: &Path, quick: bool) -> Pending {
-    let scenario = "HTTP guest vs native hyper hello: GET /hello req/s under wrk -t2 -c32 (↑)";
-    let plugin = wasm_dir.join("http.wasm");
-    let status = if !plugin.exists() {
-        "skipped: the http guest is not built".to_string()
-    } else if !have("wrk") {
-        "skipped: install wrk".to_string()
-    } else {
-        match measure_http(pier, &plugin, if quick { 1 } else { 5 }) {
-            Ok(s) => s,
-            Err(e) => format!("error: {e:#}"),
-        }
-    };
-    Pending { scenario, status }
+    let secs = if quick { 1 } else { 5 };
+    protocol_row(
+        "HTTP guest vs native hyper hello: GET /hello req/s under wrk -t2 -c32 (↑)",
+        &wasm_dir.join("http.wasm"),
+        &["wrk"],
+        |plugin| measure_http(pier, plugin, secs),
+    )
 }
 
 fn measure_http(pier: &Path, plugin: &Path, secs: u32) -> Result<String> {
