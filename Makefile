@@ -41,7 +41,7 @@ run: build
 ## test: the whole suite against the release build
 test: build
 	$(CARGO) test --release -p pier -- --test-threads=4
-	$(CARGO) test --release -p pier-guest -p resp -p pier-bench
+	$(CARGO) test --release -p pier-guest -p resp -p http -p pier-bench
 	$(MAKE) bench-smoke
 
 ## bench: pier + echo guest vs a native tokio echo, one run (~1 min); prints the

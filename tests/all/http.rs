@@ -33,9 +33,31 @@ fn curl_gets_pages_errors_and_heads() {
 fn keep_alive_reuses_one_connection_for_two_urls() {
     let pier = Pier::serve("http", &[]);
     let base = format!("http://{}", pier.addr());
-    let (body, log) = curl(&["-sv", &format!("{base}/hello"), &format!("{base}/")]);
-    assert!(body.starts_with("Hello, world!\n") && body.contains("<h1>pier</h1>"), "{body}");
-    assert!(log.contains("Re-using existing connection"), "curl did not reuse the connection:\n{log}");
+    // `num_connects` is how many connections curl opened for each transfer:
+    // 0 for the second URL means it went over the first one's connection.
+    let (body, log) =
+        curl(&["-sv", "-w", "[connects=%{num_connects}]\n", &format!("{base}/hello"), &format!("{base}/")]);
+    assert!(body.starts_with("Hello, world!\n[connects=1]\n"), "{body}\n{log}");
+    assert!(body.contains("<h1>pier</h1>") && body.ends_with("</html>\n[connects=0]\n"), "{body}\n{log}");
+    assert!(log.contains("Re-using existing"), "curl did not reuse the connection:\n{log}");
+}
+
+#[test]
+fn a_request_split_across_writes_and_http_1_0() {
+    let pier = Pier::serve("http", &["--nodelay"]);
+    let mut s = connect(pier.addr());
+    s.set_nodelay(true).unwrap();
+    for part in [&b"GET /hel"[..], b"lo HTTP/1.1\r\nHo", b"st: x\r\nConnection: close\r\n", b"\r\n"] {
+        s.write_all(part).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+    }
+    let text = String::from_utf8(read_to_eof(&mut s)).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n") && text.ends_with("\r\n\r\nHello, world!\n"), "{text}");
+    // HTTP/1.0 without keep-alive: one answer, then the server closes.
+    let mut s = connect(pier.addr());
+    s.write_all(b"GET /hello HTTP/1.0\r\n\r\n").unwrap();
+    let text = String::from_utf8(read_to_eof(&mut s)).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n") && text.contains("Connection: close\r\n"), "{text}");
 }
 
 #[test]
@@ -76,11 +98,12 @@ fn wrk_runs_without_socket_errors() {
     assert!(out.status.success(), "wrk failed: {text}");
     assert!(!text.contains("Socket errors"), "{text}");
     assert!(!text.contains("Non-2xx"), "{text}");
-    let rps: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no Requests/sec in {text}"));
-    eprintln!("wrk /hello: {rps:.0} requests/s");
-    assert!(rps > 0.0);
+    let field = |prefix: &str| {
+        let line = text.lines().find(|l| l.trim_start().starts_with(prefix));
+        line.map(|l| l.trim_start()[prefix.len()..].split_whitespace().next().unwrap_or("").to_string())
+            .unwrap_or_else(|| panic!("no `{prefix}` in wrk's output:\n{text}"))
+    };
+    let rps: f64 = field("Requests/sec:").parse().unwrap_or_else(|_| panic!("{text}"));
+    eprintln!("wrk -t2 -c32 -d3s /hello: {rps:.0} requests/s, mean latency {}", field("Latency"));
+    assert!(rps > 0.0, "{text}");
 }

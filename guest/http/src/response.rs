@@ -1,5 +1,6 @@
 //! Routes and responses. Every response has a `Content-Length`, so
-//! keep-alive and pipelining need no other framing.
+//! keep-alive and pipelining need no other framing, and no `Date`: the
+//! answers are deterministic (byte-for-byte testable) and need no clock.
 
 /// The built-in page at `/`.
 const INDEX: &str = "<!doctype html>
@@ -32,8 +33,9 @@ impl Response {
         Response { status, content_type: "text/plain; charset=utf-8", body, allow: status == 405 }
     }
 
-    /// The whole response; `head_only` leaves out the body (HEAD).
-    pub fn encode(&self, keep_alive: bool, head_only: bool) -> Vec<u8> {
+    /// Appends the whole response to `out`; `head_only` leaves out the body
+    /// but keeps its `Content-Length` (HEAD answers what GET would).
+    pub fn encode(&self, out: &mut Vec<u8>, keep_alive: bool, head_only: bool) {
         let reason = match self.status {
             200 => "OK",
             400 => "Bad Request",
@@ -43,14 +45,14 @@ impl Response {
             431 => "Request Header Fields Too Large",
             _ => "Error",
         };
-        let mut out = format!(
+        let head = format!(
             "HTTP/1.1 {} {reason}\r\nServer: pier\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\n",
             self.status,
             self.content_type,
             self.body.len(),
             if keep_alive { "keep-alive" } else { "close" },
-        )
-        .into_bytes();
+        );
+        out.extend_from_slice(head.as_bytes());
         if self.allow {
             out.extend_from_slice(b"Allow: GET, HEAD\r\n");
         }
@@ -58,7 +60,6 @@ impl Response {
         if !head_only {
             out.extend_from_slice(self.body);
         }
-        out
     }
 }
 
@@ -74,5 +75,37 @@ pub fn route(method: &str, path: &str) -> Response {
         (None, _) => Response::status(404),
         (Some((content_type, body)), "GET" | "HEAD") => Response { status: 200, content_type, body, allow: false },
         (Some(_), _) => Response::status(405),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(method: &str, path: &str) -> u16 {
+        route(method, path).status
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(status("GET", "/"), 200);
+        assert_eq!(status("HEAD", "/hello"), 200);
+        assert_eq!(status("GET", "/hello?name=x"), 200);
+        assert_eq!(status("GET", "/hello/"), 404);
+        assert_eq!(status("DELETE", "/nope"), 404);
+        assert_eq!(status("POST", "/"), 405);
+        assert_eq!(status("get", "/"), 405, "methods are case-sensitive");
+    }
+
+    #[test]
+    fn only_405_says_allow() {
+        let mut out = Vec::new();
+        route("PUT", "/hello").encode(&mut out, true, false);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n") && text.contains("\r\nAllow: GET, HEAD\r\n"));
+        assert!(text.ends_with("\r\n\r\nmethod not allowed\n"), "{text}");
+        let mut out = Vec::new();
+        route("GET", "/nope").encode(&mut out, true, false);
+        assert!(!String::from_utf8(out).unwrap().contains("Allow:"));
     }
 }
