@@ -75,7 +75,8 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, id: u64, rt: Arc<
     let handle = CsaHandle::new(id, shared.clone());
     rt.emit(ServerEvent::NewCsa { id, listener: listener.clone(), peer, local, handle });
     let reason = match instance {
-        Ok((store, handler)) => {
+        Ok((mut store, handler)) => {
+            store.data_mut().socket = Some(std::os::fd::AsRawFd::as_raw_fd(&stream));
             let mut csa = Csa {
                 id,
                 stream,
@@ -247,7 +248,9 @@ impl Csa {
     /// Writes what the socket takes now, without waiting.
     fn flush(&mut self) -> io::Result<()> {
         let mut outbox = self.shared.outbox();
-        if outbox.queued() > 0 && outbox.write_to(&self.stream)? > 0 {
+        let wrote_directly = std::mem::take(&mut outbox.wrote_directly);
+        let flushed = outbox.queued() > 0 && outbox.write_to(&self.stream)? > 0;
+        if wrote_directly || flushed {
             self.last_activity = Instant::now();
         }
         Ok(())

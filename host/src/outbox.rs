@@ -4,7 +4,9 @@
 use crate::backplane::Mailbox;
 use crate::doorbell::{Doorbell, RING};
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Write};
+use std::mem::ManuallyDrop;
+use std::os::fd::{FromRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::net::TcpStream;
 
@@ -42,6 +44,9 @@ pub(crate) struct Outbox {
     pub(crate) reading_paused: bool,
     /// A `send` answered `would-block`: owe the guest a `writable`.
     blocked: bool,
+    /// Bytes went to the socket straight from a `send` since the CSA last
+    /// looked (it counts them as activity for the idle timeout).
+    pub(crate) wrote_directly: bool,
 }
 
 /// Most chunks handed to one `writev`.
@@ -58,7 +63,35 @@ impl Outbox {
             state: WriteState::Open,
             reading_paused: false,
             blocked: false,
+            wrote_directly: false,
         }
+    }
+
+    /// The guest's `send`: with nothing queued, writes straight from the
+    /// guest's memory to the socket and queues only what the socket did not
+    /// take, so the common case copies and allocates nothing on the host.
+    /// Otherwise (or with no socket) queues, all or nothing, as `send`.
+    pub(crate) fn send_from(&mut self, data: &[u8], socket: Option<RawFd>) -> Result<(), SendError> {
+        let mut rest = data;
+        if let Some(fd) = socket
+            && self.queued == 0
+            && self.state == WriteState::Open
+        {
+            // SAFETY: the fd is the CSA's socket, open for as long as its
+            // store (and so this call) lives; ManuallyDrop never closes it.
+            let socket = ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
+            // std's write uses send(MSG_NOSIGNAL). Any error (would-block,
+            // a reset) leaves the bytes queued; the CSA's own flush then
+            // waits for the socket or reports the error.
+            if let Ok(n) = (&*socket).write(rest) {
+                rest = &rest[n..];
+                self.wrote_directly |= n > 0;
+            }
+            if rest.is_empty() {
+                return Ok(());
+            }
+        }
+        self.send(rest.to_vec())
     }
 
     /// All or nothing: takes every byte while below high water, else none.

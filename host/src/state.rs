@@ -26,6 +26,9 @@ pub(crate) struct HostState {
     settings: Arc<BTreeMap<String, String>>,
     subscriptions: Subscriptions,
     store: Arc<keyvalue::Store>,
+    /// The connection's socket, for `send` to write to directly; set by the
+    /// CSA once the connection is live (none in measurements).
+    pub(crate) socket: Option<std::os::fd::RawFd>,
 }
 
 impl HostState {
@@ -56,6 +59,7 @@ impl HostState {
             settings: rt.settings.clone(),
             subscriptions: Subscriptions::new(rt.backplane.clone(), conn),
             store: rt.store.clone(),
+            socket: None,
         })
     }
 }
@@ -136,7 +140,30 @@ impl bindings::wasi::keyvalue::atomics::Host for HostState {
     }
 }
 
+/// `outbox.send` as a raw host function: it reads the bytes in place in the
+/// guest's memory (`WasmList`) instead of the generated binding's copy into
+/// a fresh `Vec`, and usually writes them to the socket from there.
+pub(crate) fn add_direct_send(linker: &mut wasmtime::component::Linker<HostState>) -> anyhow::Result<()> {
+    use wasmtime::component::WasmList;
+    linker.allow_shadowing(true);
+    linker.instance("pier:server/outbox@0.1.0")?.func_wrap(
+        "send",
+        |store: wasmtime::StoreContextMut<'_, HostState>, (data,): (WasmList<u8>,)| {
+            let (csa, socket) = (store.data().csa.clone(), store.data().socket);
+            let bytes = data.as_le_slice(&store);
+            let result = csa.outbox().send_from(bytes, socket).map_err(|e| match e {
+                SendError::WouldBlock => WitSendError::WouldBlock,
+                SendError::Closed => WitSendError::Closed,
+            });
+            Ok((result,))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
 impl bindings::pier::server::outbox::Host for HostState {
+    /// Shadowed by [`add_direct_send`]; kept for the generated trait.
     fn send(&mut self, data: Vec<u8>) -> Result<(), WitSendError> {
         self.csa.outbox().send(data).map_err(|e| match e {
             SendError::WouldBlock => WitSendError::WouldBlock,

@@ -58,8 +58,9 @@ impl Handler for Chat {
     fn on_connect(info: &ConnectionInfo, out: &mut Outbox) -> Self {
         let chat = Chat { nick: format!("user{}", info.id), lines: Lines::new(MAX_LINE), left: false, dropped: 0 };
         backplane::subscribe(ROOM);
-        out.send(format!("* welcome {}; /nick NAME to rename, /quit to leave\n", chat.nick).as_bytes());
+        // Announce first: once a client reads its welcome, the room knows it.
         chat.say(&format!("* {} joined\n", chat.nick));
+        out.send(format!("* welcome {}; /nick NAME to rename, /quit to leave\n", chat.nick).as_bytes());
         chat
     }
 

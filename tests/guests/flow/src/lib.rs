@@ -4,14 +4,13 @@
 //! - `finish N`: one `send` of N pattern bytes (byte i = i % 251), then `finish`.
 //! - `close N`: the same, then `close`: the queue is dropped.
 //! - `flood`: sends 64 KiB chunks forever, ignoring `would-block`.
-//! - `pause`: `pause-reading`, sends 1 MiB of `P`, and resumes reading once
-//!   the outbox has drained (`writable`); then echoes.
+//! - `pause`: `pause-reading`, sends `P` until `would-block`, and resumes
+//!   reading once the outbox has drained (`writable`); then echoes.
 
 wit_bindgen::generate!({ path: "../../../wit", world: "connection-handler", generate_all });
 
 use exports::pier::server::inbox::{ConnectionInfo, Guest, ShutdownReason};
 use pier::server::outbox;
-use pier::server::types::SendError;
 use std::cell::RefCell;
 
 #[derive(Default)]
@@ -51,10 +50,10 @@ fn run(command: &str) {
         (Some("pause"), _) => {
             outbox::pause_reading();
             STATE.with_borrow_mut(|s| s.paused = true);
-            outbox::send(&vec![b'P'; 1 << 20]).expect("an empty outbox takes any send");
-            // Above high water now: this answers would-block, so the host
-            // owes a `writable` once the megabyte has drained.
-            assert_eq!(outbox::send(b"x"), Err(SendError::WouldBlock));
+            // Fill the socket and the outbox with `P` until `would-block`:
+            // the host then owes a `writable` once the queue has drained.
+            let chunk = vec![b'P'; 64 << 10];
+            while outbox::send(&chunk).is_ok() {}
         }
         _ => {
             let _ = outbox::send(format!("unknown command `{command}`\n").as_bytes());
