@@ -3,7 +3,7 @@
 #   make test   install what the tests need, build, run the whole suite
 
 CARGO   ?= cargo
-GUESTS  := echo chargen chat fortune http resp counter flow misbehave wrong-world
+GUESTS  := echo chargen chat fortune http-server resp counter flow misbehave wrong-world
 WASM    := target/wasm32-wasip2/release
 PIER    := target/release/pier
 BENCH   := target/release/pier-bench
@@ -41,7 +41,7 @@ run: build
 ## test: the whole suite against the release build
 test: build
 	$(CARGO) test --release -p pier -- --test-threads=4
-	$(CARGO) test --release -p pier-guest -p resp -p http -p pier-bench
+	$(CARGO) test --release -p pier-guest -p resp -p http-server -p pier-bench
 	$(MAKE) bench-smoke
 
 ## bench: pier + echo guest vs a native tokio echo, one run (~1 min); prints the
