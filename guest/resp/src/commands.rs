@@ -65,16 +65,22 @@ impl Reply<'_> {
 struct Db<'a>(&'a Bucket);
 
 impl Db<'_> {
-    /// Deletes `key` if its deadline has passed; true if it is live.
-    fn live(&self, key: &str) -> Result<bool, Error> {
-        if let Some(deadline) = self.deadline(key)?
-            && deadline <= now_ms()
-        {
-            self.0.delete(key)?;
-            self.0.delete(&ttl_key(key))?;
-            return Ok(false);
+    /// Deletes `key` if its deadline has passed; true if it did. One store
+    /// call for a key without an expiry (the common case).
+    fn expired(&self, key: &str) -> Result<bool, Error> {
+        match self.deadline(key)? {
+            Some(deadline) if deadline <= now_ms() => {
+                self.0.delete(key)?;
+                self.0.delete(&ttl_key(key))?;
+                Ok(true)
+            }
+            _ => Ok(false),
         }
-        self.0.exists(key)
+    }
+
+    /// True if `key` exists and has not expired.
+    fn live(&self, key: &str) -> Result<bool, Error> {
+        Ok(!self.expired(key)? && self.0.exists(key)?)
     }
 
     fn deadline(&self, key: &str) -> Result<Option<i64>, Error> {
@@ -82,7 +88,7 @@ impl Db<'_> {
     }
 
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        if self.live(key)? { self.0.get(key) } else { Ok(None) }
+        if self.expired(key)? { Ok(None) } else { self.0.get(key) }
     }
 
     fn set(&self, key: &str, value: &[u8], deadline: Option<i64>, keep_ttl: bool) -> Result<(), Error> {
@@ -102,7 +108,7 @@ impl Db<'_> {
     }
 
     fn incr(&self, key: &str, delta: i64) -> Result<i64, Error> {
-        self.live(key)?;
+        self.expired(key)?;
         atomics::increment(self.0, key, delta as u64).map(|v| v as i64)
     }
 }
@@ -275,10 +281,12 @@ fn set(db: &Db, args: &[Vec<u8>], reply: &mut Reply) -> Result<(), Error> {
         reply.error("ERR syntax error");
         return Ok(());
     }
-    let exists = db.live(&k)?;
-    if (nx && exists) || (xx && !exists) {
-        reply.bulk(None);
-        return Ok(());
+    if nx || xx {
+        let exists = db.live(&k)?;
+        if (nx && exists) || (xx && !exists) {
+            reply.bulk(None);
+            return Ok(());
+        }
     }
     db.set(&k, &args[1], deadline, keep_ttl)?;
     reply.simple("OK");
