@@ -10,9 +10,14 @@
 //! - `listener`: binding (`makeTCPServerPort`) and the accept loop.
 //! - `csa`: one task per connection: socket <-> handler instance.
 //! - `outbox`: the bounded queue to the peer, shared with [`CsaHandle`].
-//! - `state`: what a handler's `Store` holds (WASI with nothing granted).
+//! - `doorbell`: how a CSA task is woken from outside (embedder, backplane,
+//!   `serverShutdown`) without a lock.
+//! - `state`: what a handler's `Store` holds (WASI with nothing granted) and
+//!   the host side of its imports.
+//! - `backplane`, `keyvalue`: the services shared between connections.
 //! - [`events`]: the `NewCsa` / `ShutdownCsa` stream for embedders.
 //! - [`Server`]: ties them together and carries out `serverShutdown`.
+//! - [`measure`]: the instantiate micro-benchmark behind `make bench`.
 //!
 //! # Embedding
 //!
