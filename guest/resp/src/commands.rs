@@ -1,294 +1,646 @@
-//! The commands, in Redis's own reply and error forms.
+//! The commands, with Redis's own replies and error messages (checked
+//! against redis-server 7.0), so that clients and scripts see no difference.
 
-use pier_guest::keyvalue::atomics;
-use pier_guest::keyvalue::store::{Bucket, Error};
-use std::time::{SystemTime, UNIX_EPOCH};
+use crate::db::{Db, Expiry, Kv, Ttl};
+use crate::parse::{MAX_BULK, integer};
+use crate::reply::Reply;
+use pier_guest::keyvalue::store::Error;
 
-#[derive(PartialEq, Eq)]
+/// What the connection does after a command.
+#[derive(Debug, PartialEq, Eq)]
 pub enum Next {
-    Go,
+    Continue,
+    /// QUIT: finish once the replies so far are sent.
     Quit,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+/// Per-connection state some commands keep.
+#[derive(Debug, Default)]
+pub struct Session {
+    /// pier's connection id, for CLIENT ID.
+    pub id: u64,
+    /// CLIENT SETNAME's name.
+    pub name: Option<Vec<u8>>,
 }
 
-fn key(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+/// The commands served and their arity, as in Redis's command table: `n`
+/// means exactly `n` words counting the name, `-n` at least `n`.
+const COMMANDS: &[(&str, i32)] = &[
+    ("ping", -1),
+    ("echo", 2),
+    ("get", 2),
+    ("set", -3),
+    ("del", -2),
+    ("exists", -2),
+    ("incr", 2),
+    ("decr", 2),
+    ("incrby", 3),
+    ("decrby", 3),
+    ("mget", -2),
+    ("mset", -3),
+    ("append", 3),
+    ("strlen", 2),
+    ("expire", -3),
+    ("pexpire", -3),
+    ("persist", 2),
+    ("ttl", 2),
+    ("pttl", 2),
+    ("command", -1),
+    ("config", -2),
+    ("client", -2),
+    ("select", 2),
+    ("quit", -1),
+];
+
+/// What CONFIG GET reports: enough for redis-benchmark, which asks for
+/// `save` and `appendonly` and warns when it gets no answer.
+const CONFIG: &[(&str, &str)] = &[("save", ""), ("appendonly", "no"), ("databases", "1")];
+
+const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
+const SYNTAX: &str = "ERR syntax error";
+
+/// Runs one command (`args[0]` is its name), appending its reply.
+pub fn run<K: Kv + ?Sized>(db: &Db<K>, session: &mut Session, args: &[&[u8]], reply: &mut Reply) -> Next {
+    let Some(&first) = args.first() else { return Next::Continue };
+    let Some(&(name, arity)) = COMMANDS.iter().find(|(name, _)| name.as_bytes().eq_ignore_ascii_case(first)) else {
+        unknown_command(args, reply);
+        return Next::Continue;
+    };
+    let argc = args.len() as i32;
+    if (arity > 0 && argc != arity) || argc < -arity {
+        reply.error(&arity_error(name));
+        return Next::Continue;
+    }
+    if let Err(e) = execute(db, session, name, args, reply) {
+        store_error(e, reply);
+    }
+    if name == "quit" { Next::Quit } else { Next::Continue }
 }
 
-fn ttl_key(key: &str) -> String {
-    format!("\0ttl:{key}")
-}
-
-/// Reply writers.
-struct Reply<'a>(&'a mut Vec<u8>);
-
-impl Reply<'_> {
-    fn simple(&mut self, text: &str) {
-        self.0.extend_from_slice(format!("+{text}\r\n").as_bytes());
-    }
-    fn error(&mut self, text: &str) {
-        self.0.extend_from_slice(format!("-{text}\r\n").as_bytes());
-    }
-    fn int(&mut self, n: i64) {
-        self.0.extend_from_slice(format!(":{n}\r\n").as_bytes());
-    }
-    fn bulk(&mut self, value: Option<&[u8]>) {
-        match value {
-            None => self.0.extend_from_slice(b"$-1\r\n"),
-            Some(v) => {
-                self.0.extend_from_slice(format!("${}\r\n", v.len()).as_bytes());
-                self.0.extend_from_slice(v);
-                self.0.extend_from_slice(b"\r\n");
+/// Runs a command whose name and arity are known to be good.
+fn execute<K: Kv + ?Sized>(
+    db: &Db<K>,
+    session: &mut Session,
+    name: &str,
+    args: &[&[u8]],
+    reply: &mut Reply,
+) -> Result<(), Error> {
+    match name {
+        "ping" => match args {
+            [_] => reply.simple("PONG"),
+            [_, message] => reply.bulk(message),
+            _ => reply.error(&arity_error(name)),
+        },
+        "echo" => reply.bulk(args[1]),
+        "get" => reply.maybe_bulk(db.get(args[1])?),
+        "set" => set(db, args, reply)?,
+        "del" => reply.int(count(args, |key| db.delete(key))?),
+        "exists" => reply.int(count(args, |key| db.exists(key))?),
+        "incr" => increment(db, args[1], 1, reply)?,
+        "decr" => increment(db, args[1], -1, reply)?,
+        "incrby" | "decrby" => match integer(args[2]) {
+            None => reply.error(NOT_AN_INTEGER),
+            Some(i64::MIN) if name == "decrby" => reply.error("ERR decrement would overflow"),
+            Some(n) => increment(db, args[1], if name == "incrby" { n } else { -n }, reply)?,
+        },
+        "mget" => mget(db, args, reply)?,
+        "mset" => mset(db, args, reply)?,
+        "append" => append(db, args, reply)?,
+        "strlen" => reply.int(db.get(args[1])?.map_or(0, |v| v.len() as i64)),
+        "expire" | "pexpire" => expire(db, name, args, reply)?,
+        "persist" => persist(db, args[1], reply)?,
+        "ttl" | "pttl" => reply.int(match db.ttl(args[1])? {
+            Ttl::Missing => -2,
+            Ttl::Persistent => -1,
+            Ttl::Until(at) => {
+                let ms = (at - db.now()).max(0);
+                if name == "ttl" { (ms + 500) / 1000 } else { ms }
             }
-        }
-    }
-    fn array_len(&mut self, n: usize) {
-        self.0.extend_from_slice(format!("*{n}\r\n").as_bytes());
-    }
-    fn store_error(&mut self, e: Error) {
-        match e {
-            Error::Other(text) if text.contains("not an integer") => {
-                self.error("ERR value is not an integer or out of range")
-            }
-            Error::Other(text) if text.contains("overflow") => self.error("ERR increment or decrement would overflow"),
-            Error::Other(text) => self.error(&format!("ERR {text}")),
-            Error::NoSuchStore => self.error("ERR no such store"),
-            Error::AccessDenied => self.error("ERR access denied"),
-        }
-    }
-}
-
-/// The store with lazy expiry.
-struct Db<'a>(&'a Bucket);
-
-impl Db<'_> {
-    /// Deletes `key` if its deadline has passed; true if it did. One store
-    /// call for a key without an expiry (the common case).
-    fn expired(&self, key: &str) -> Result<bool, Error> {
-        match self.deadline(key)? {
-            Some(deadline) if deadline <= now_ms() => {
-                self.0.delete(key)?;
-                self.0.delete(&ttl_key(key))?;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
-
-    /// True if `key` exists and has not expired.
-    fn live(&self, key: &str) -> Result<bool, Error> {
-        Ok(!self.expired(key)? && self.0.exists(key)?)
-    }
-
-    fn deadline(&self, key: &str) -> Result<Option<i64>, Error> {
-        Ok(self.0.get(&ttl_key(key))?.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()))
-    }
-
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        if self.expired(key)? { Ok(None) } else { self.0.get(key) }
-    }
-
-    fn set(&self, key: &str, value: &[u8], deadline: Option<i64>, keep_ttl: bool) -> Result<(), Error> {
-        self.0.set(key, value)?;
-        match deadline {
-            Some(at) => self.0.set(&ttl_key(key), at.to_string().as_bytes()),
-            None if !keep_ttl => self.0.delete(&ttl_key(key)),
-            None => Ok(()),
-        }
-    }
-
-    fn delete(&self, key: &str) -> Result<bool, Error> {
-        let live = self.live(key)?;
-        self.0.delete(key)?;
-        self.0.delete(&ttl_key(key))?;
-        Ok(live)
-    }
-
-    fn incr(&self, key: &str, delta: i64) -> Result<i64, Error> {
-        self.expired(key)?;
-        atomics::increment(self.0, key, delta as u64).map(|v| v as i64)
-    }
-}
-
-fn arity_error(reply: &mut Reply, name: &str) {
-    reply.error(&format!("ERR wrong number of arguments for '{name}' command"));
-}
-
-fn int_arg(bytes: &[u8]) -> Option<i64> {
-    std::str::from_utf8(bytes).ok()?.parse().ok()
-}
-
-/// Runs one command, appending its reply to `out`.
-pub fn run(bucket: &Bucket, args: &[Vec<u8>], out: &mut Vec<u8>) -> Next {
-    let mut reply = Reply(out);
-    let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
-    let db = Db(bucket);
-    let argc = args.len();
-    let result: Result<(), Error> = (|| {
-        match (name.as_str(), argc) {
-            ("ping", 1) => reply.simple("PONG"),
-            ("ping", 2) => reply.bulk(Some(&args[1])),
-            ("echo", 2) => reply.bulk(Some(&args[1])),
-            ("get", 2) => reply.bulk(db.get(&key(&args[1]))?.as_deref()),
-            ("set", 3..) => return set(&db, &args[1..], &mut reply),
-            ("del", 2..) => {
-                let mut n = 0;
-                for k in &args[1..] {
-                    n += i64::from(db.delete(&key(k))?);
-                }
-                reply.int(n);
-            }
-            ("exists", 2..) => {
-                let mut n = 0;
-                for k in &args[1..] {
-                    n += i64::from(db.live(&key(k))?);
-                }
-                reply.int(n);
-            }
-            ("incr", 2) => incr(&db, &args[1], 1, &mut reply)?,
-            ("decr", 2) => incr(&db, &args[1], -1, &mut reply)?,
-            ("incrby" | "decrby", 3) => match int_arg(&args[2]) {
-                Some(n) => incr(&db, &args[1], if name == "incrby" { n } else { n.wrapping_neg() }, &mut reply)?,
-                None => reply.error("ERR value is not an integer or out of range"),
-            },
-            ("mget", 2..) => {
-                reply.array_len(argc - 1);
-                for k in &args[1..] {
-                    reply.bulk(db.get(&key(k))?.as_deref());
-                }
-            }
-            ("mset", n) if n >= 3 && n % 2 == 1 => {
-                for pair in args[1..].chunks(2) {
-                    db.set(&key(&pair[0]), &pair[1], None, false)?;
-                }
-                reply.simple("OK");
-            }
-            ("append", 3) => {
-                let k = key(&args[1]);
-                let mut value = db.get(&k)?.unwrap_or_default();
-                value.extend_from_slice(&args[2]);
-                db.set(&k, &value, None, true)?;
-                reply.int(value.len() as i64);
-            }
-            ("strlen", 2) => reply.int(db.get(&key(&args[1]))?.map_or(0, |v| v.len() as i64)),
-            ("expire" | "pexpire", 3) => {
-                let Some(n) = int_arg(&args[2]) else {
-                    reply.error("ERR value is not an integer or out of range");
-                    return Ok(());
-                };
-                let k = key(&args[1]);
-                if db.live(&k)? {
-                    let ms = if name == "expire" { n.saturating_mul(1000) } else { n };
-                    bucket.set(&ttl_key(&k), now_ms().saturating_add(ms).to_string().as_bytes())?;
-                    reply.int(1);
-                } else {
-                    reply.int(0);
-                }
-            }
-            ("ttl" | "pttl", 2) => {
-                let k = key(&args[1]);
-                let left = if !db.live(&k)? {
-                    -2
-                } else {
-                    match db.deadline(&k)? {
-                        None => -1,
-                        Some(at) => {
-                            let ms = (at - now_ms()).max(0);
-                            if name == "ttl" { (ms + 500) / 1000 } else { ms }
-                        }
-                    }
-                };
-                reply.int(left);
-            }
-            // Enough for redis-cli and redis-benchmark: no commands to
-            // document, every configuration value empty.
-            ("config", 3..) if args[1].eq_ignore_ascii_case(b"get") => {
-                reply.array_len(2 * (argc - 2));
-                for param in &args[2..] {
-                    reply.bulk(Some(param));
-                    reply.bulk(Some(b""));
-                }
-            }
-            ("command", _) | ("config", _) => reply.array_len(0),
-            ("client", _) | ("select", 2) => reply.simple("OK"),
-            ("quit", _) => {
-                reply.simple("OK");
-                return Err(Error::Other("\0quit".into()));
-            }
-            (
-                "ping" | "echo" | "get" | "set" | "del" | "exists" | "incr" | "decr" | "incrby" | "decrby" | "mget"
-                | "mset" | "append" | "strlen" | "expire" | "pexpire" | "ttl" | "pttl" | "select",
-                _,
-            ) => arity_error(&mut reply, &name),
-            _ => {
-                let shown: Vec<String> =
-                    args[1..].iter().take(8).map(|a| format!("'{}'", String::from_utf8_lossy(a))).collect();
-                reply.error(&format!(
-                    "ERR unknown command '{}', with args beginning with: {}",
-                    String::from_utf8_lossy(&args[0]),
-                    shown.join(" ")
-                ));
-            }
-        }
-        Ok(())
-    })();
-    match result {
-        Ok(()) => Next::Go,
-        Err(Error::Other(text)) if text == "\0quit" => Next::Quit,
-        Err(e) => {
-            reply.store_error(e);
-            Next::Go
-        }
-    }
-}
-
-fn incr(db: &Db, k: &[u8], delta: i64, reply: &mut Reply) -> Result<(), Error> {
-    match db.incr(&key(k), delta) {
-        Ok(n) => reply.int(n),
-        Err(e) => reply.store_error(e),
+        }),
+        "command" => command(args, reply),
+        "config" => config(args, reply),
+        "client" => client(session, args, reply),
+        "select" => match integer(args[1]) {
+            None => reply.error(NOT_AN_INTEGER),
+            Some(0) => reply.ok(),
+            // One database: the listener's bucket.
+            Some(_) => reply.error("ERR DB index is out of range"),
+        },
+        "quit" => reply.ok(),
+        _ => unreachable!("every name in COMMANDS has a branch"),
     }
     Ok(())
 }
 
-/// SET key value [EX s | PX ms] [NX | XX] [KEEPTTL]
-fn set(db: &Db, args: &[Vec<u8>], reply: &mut Reply) -> Result<(), Error> {
-    let k = key(&args[0]);
-    let (mut deadline, mut nx, mut xx, mut keep_ttl) = (None, false, false, false);
-    let mut opts = args[2..].iter();
-    while let Some(opt) = opts.next() {
-        match String::from_utf8_lossy(opt).to_ascii_lowercase().as_str() {
-            unit @ ("ex" | "px") => {
-                let Some(n) = opts.next().and_then(|v| int_arg(v)).filter(|&n| n > 0) else {
+fn arity_error(name: &str) -> String {
+    format!("ERR wrong number of arguments for '{name}' command")
+}
+
+/// The longest prefix of `text` of at most `max` bytes, on a char boundary.
+fn prefix(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Redis's message, byte for byte: the name and up to 128 bytes of
+/// arguments, each quoted and followed by a space.
+fn unknown_command(args: &[&[u8]], reply: &mut Reply) {
+    let mut shown = String::new();
+    for arg in &args[1..] {
+        if shown.len() >= 128 {
+            break;
+        }
+        let room = 128 - shown.len();
+        shown.push('\'');
+        shown.push_str(prefix(&String::from_utf8_lossy(arg), room));
+        shown.push_str("' ");
+    }
+    let name = String::from_utf8_lossy(args[0]);
+    reply.error(&format!("ERR unknown command '{}', with args beginning with: {shown}", prefix(&name, 128)));
+}
+
+fn unknown_subcommand(command: &str, args: &[&[u8]], reply: &mut Reply) {
+    let sub = String::from_utf8_lossy(args[1]);
+    reply.error(&format!("ERR unknown subcommand '{}'. Try {command} HELP.", prefix(&sub, 128)));
+}
+
+/// A store failure other than the ones commands answer themselves.
+fn store_error(e: Error, reply: &mut Reply) {
+    match e {
+        Error::Other(text) => reply.error(&format!("ERR {text}")),
+        Error::NoSuchStore => reply.error("ERR the listener's key-value store is not available"),
+        Error::AccessDenied => reply.error("ERR access to the listener's key-value store was denied"),
+    }
+}
+
+/// How many of the keys `f` answers true for (DEL, EXISTS: a key named
+/// twice counts twice, as in Redis).
+fn count(args: &[&[u8]], mut f: impl FnMut(&[u8]) -> Result<bool, Error>) -> Result<i64, Error> {
+    let mut n = 0;
+    for key in &args[1..] {
+        n += i64::from(f(key)?);
+    }
+    Ok(n)
+}
+
+/// INCR, DECR, INCRBY, DECRBY: the store's atomic increment. The store
+/// refuses a value that is not a decimal i64 and an overflow, each with an
+/// `error::other`; they are answered in Redis's words.
+fn increment<K: Kv + ?Sized>(db: &Db<K>, key: &[u8], delta: i64, reply: &mut Reply) -> Result<(), Error> {
+    match db.increment(key, delta) {
+        Ok(n) => reply.int(n),
+        Err(Error::Other(text)) if text.contains("overflow") => {
+            reply.error("ERR increment or decrement would overflow")
+        }
+        Err(Error::Other(_)) => reply.error(NOT_AN_INTEGER),
+        Err(e) => return Err(e),
+    }
+    Ok(())
+}
+
+/// A deadline in ms since the epoch for SET's EX/PX/EXAT/PXAT (the value
+/// must be positive, as in Redis); None if invalid or out of range.
+fn set_deadline(unit: &[u8], n: i64, now: i64) -> Option<i64> {
+    if n <= 0 {
+        return None;
+    }
+    match unit {
+        b"ex" => n.checked_mul(1000)?.checked_add(now),
+        b"px" => n.checked_add(now),
+        b"exat" => n.checked_mul(1000),
+        _ => Some(n),
+    }
+}
+
+/// SET key value [NX | XX] [GET] [EX s | PX ms | EXAT s | PXAT ms | KEEPTTL]
+fn set<K: Kv + ?Sized>(db: &Db<K>, args: &[&[u8]], reply: &mut Reply) -> Result<(), Error> {
+    let (key, value) = (args[1], args[2]);
+    let (mut nx, mut xx, mut get, mut keep_ttl) = (false, false, false, false);
+    let mut expire: Option<(Vec<u8>, &[u8])> = None;
+    let mut i = 3;
+    while i < args.len() {
+        let option = args[i].to_ascii_lowercase();
+        let has_expiry = keep_ttl || expire.is_some();
+        match option.as_slice() {
+            b"nx" if !xx => nx = true,
+            b"xx" if !nx => xx = true,
+            b"get" => get = true,
+            b"keepttl" if !has_expiry => keep_ttl = true,
+            b"ex" | b"px" | b"exat" | b"pxat" if !has_expiry && i + 1 < args.len() => {
+                expire = Some((option, args[i + 1]));
+                i += 1;
+            }
+            _ => {
+                reply.error(SYNTAX);
+                return Ok(());
+            }
+        }
+        i += 1;
+    }
+    let expiry = match expire {
+        None if keep_ttl => Expiry::Keep,
+        None => Expiry::Clear,
+        Some((unit, n)) => {
+            let Some(n) = integer(n) else {
+                reply.error(NOT_AN_INTEGER);
+                return Ok(());
+            };
+            match set_deadline(&unit, n, db.now()) {
+                Some(at) => Expiry::At(at),
+                None => {
                     reply.error("ERR invalid expire time in 'set' command");
                     return Ok(());
-                };
-                let ms = if unit == "ex" { n.saturating_mul(1000) } else { n };
-                deadline = Some(now_ms().saturating_add(ms));
+                }
             }
-            "nx" => nx = true,
-            "xx" => xx = true,
-            "keepttl" => keep_ttl = true,
+        }
+    };
+    let old = if get { db.get(key)? } else { None };
+    if nx || xx {
+        let exists = if get { old.is_some() } else { db.exists(key)? };
+        if (nx && exists) || (xx && !exists) {
+            reply.maybe_bulk(old);
+            return Ok(());
+        }
+    }
+    db.set(key, value, expiry)?;
+    if get {
+        reply.maybe_bulk(old)
+    } else {
+        reply.ok()
+    }
+    Ok(())
+}
+
+fn mget<K: Kv + ?Sized>(db: &Db<K>, args: &[&[u8]], reply: &mut Reply) -> Result<(), Error> {
+    // Every value first: a store error then leaves no half-written array.
+    let values = args[1..].iter().map(|key| db.get(key)).collect::<Result<Vec<_>, _>>()?;
+    reply.array(values.len());
+    for value in values {
+        reply.maybe_bulk(value);
+    }
+    Ok(())
+}
+
+fn mset<K: Kv + ?Sized>(db: &Db<K>, args: &[&[u8]], reply: &mut Reply) -> Result<(), Error> {
+    if args.len().is_multiple_of(2) {
+        reply.error(&arity_error("mset"));
+        return Ok(());
+    }
+    for pair in args[1..].chunks(2) {
+        db.set(pair[0], pair[1], Expiry::Clear)?;
+    }
+    reply.ok();
+    Ok(())
+}
+
+fn append<K: Kv + ?Sized>(db: &Db<K>, args: &[&[u8]], reply: &mut Reply) -> Result<(), Error> {
+    let mut value = db.get(args[1])?.unwrap_or_default();
+    if value.len() + args[2].len() > MAX_BULK {
+        reply.error("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
+        return Ok(());
+    }
+    value.extend_from_slice(args[2]);
+    db.set(args[1], &value, Expiry::Keep)?;
+    reply.int(value.len() as i64);
+    Ok(())
+}
+
+/// EXPIRE / PEXPIRE key n [NX | XX | GT | LT]; a deadline not in the
+/// future deletes the key.
+fn expire<K: Kv + ?Sized>(db: &Db<K>, name: &str, args: &[&[u8]], reply: &mut Reply) -> Result<(), Error> {
+    let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
+    for option in &args[3..] {
+        match option.to_ascii_lowercase().as_slice() {
+            b"nx" => nx = true,
+            b"xx" => xx = true,
+            b"gt" => gt = true,
+            b"lt" => lt = true,
             _ => {
-                reply.error("ERR syntax error");
+                reply.error(&format!("ERR Unsupported option {}", String::from_utf8_lossy(option)));
                 return Ok(());
             }
         }
     }
-    if nx && xx {
-        reply.error("ERR syntax error");
+    if nx && (xx || gt || lt) {
+        reply.error("ERR NX and XX, GT or LT options at the same time are not compatible");
         return Ok(());
     }
-    if nx || xx {
-        let exists = db.live(&k)?;
-        if (nx && exists) || (xx && !exists) {
-            reply.bulk(None);
-            return Ok(());
+    if gt && lt {
+        reply.error("ERR GT and LT options at the same time are not compatible");
+        return Ok(());
+    }
+    let Some(n) = integer(args[2]) else {
+        reply.error(NOT_AN_INTEGER);
+        return Ok(());
+    };
+    let ms = if name == "expire" { n.checked_mul(1000) } else { Some(n) };
+    let Some(at) = ms.and_then(|ms| ms.checked_add(db.now())) else {
+        reply.error(&format!("ERR invalid expire time in '{name}' command"));
+        return Ok(());
+    };
+    let allowed = match db.ttl(args[1])? {
+        Ttl::Missing => false,
+        // No deadline is an infinite one: GT never beats it, LT always does.
+        Ttl::Persistent => !xx && !gt,
+        Ttl::Until(current) => !nx && (!gt || at > current) && (!lt || at < current),
+    };
+    if allowed {
+        db.set_deadline(args[1], Some(at))?;
+    }
+    reply.int(i64::from(allowed));
+    Ok(())
+}
+
+fn persist<K: Kv + ?Sized>(db: &Db<K>, key: &[u8], reply: &mut Reply) -> Result<(), Error> {
+    let had_deadline = matches!(db.ttl(key)?, Ttl::Until(_));
+    if had_deadline {
+        db.set_deadline(key, None)?;
+    }
+    reply.int(i64::from(had_deadline));
+    Ok(())
+}
+
+/// COMMAND, COMMAND DOCS, COMMAND INFO: an empty list, which redis-cli
+/// takes as "no hints" (it asks at start-up).
+fn command(args: &[&[u8]], reply: &mut Reply) {
+    let Some(sub) = args.get(1) else { return reply.array(0) };
+    match sub.to_ascii_lowercase().as_slice() {
+        b"docs" | b"info" | b"list" => reply.array(0),
+        b"count" => reply.int(COMMANDS.len() as i64),
+        _ => unknown_subcommand("COMMAND", args, reply),
+    }
+}
+
+/// CONFIG GET parameter...: the pairs of `CONFIG` the parameters name (`*`
+/// names all); unknown ones are left out, as in Redis.
+fn config(args: &[&[u8]], reply: &mut Reply) {
+    if !args[1].eq_ignore_ascii_case(b"get") {
+        return unknown_subcommand("CONFIG", args, reply);
+    }
+    if args.len() < 3 {
+        return reply.error(&arity_error("config|get"));
+    }
+    let found: Vec<&(&str, &str)> = CONFIG
+        .iter()
+        .filter(|(key, _)| args[2..].iter().any(|p| *p == b"*" || p.eq_ignore_ascii_case(key.as_bytes())))
+        .collect();
+    reply.array(2 * found.len());
+    for (key, value) in found {
+        reply.bulk(key.as_bytes());
+        reply.bulk(value.as_bytes());
+    }
+}
+
+/// CLIENT SETNAME / GETNAME / ID / SETINFO: what redis-cli and client
+/// libraries send on connecting.
+fn client(session: &mut Session, args: &[&[u8]], reply: &mut Reply) {
+    let sub = args[1].to_ascii_lowercase();
+    let arity = match sub.as_slice() {
+        b"setname" => 3,
+        b"getname" | b"id" => 2,
+        b"setinfo" => 4,
+        _ => return unknown_subcommand("CLIENT", args, reply),
+    };
+    if args.len() != arity {
+        return reply.error(&arity_error(&format!("client|{}", String::from_utf8_lossy(&sub))));
+    }
+    match sub.as_slice() {
+        b"setname" if !args[2].iter().all(|b| (b'!'..=b'~').contains(b)) => {
+            reply.error("ERR Client names cannot contain spaces, newlines or special characters.")
+        }
+        b"setname" => {
+            session.name = (!args[2].is_empty()).then(|| args[2].to_vec());
+            reply.ok();
+        }
+        b"getname" => reply.maybe_bulk(session.name.clone()),
+        b"id" => reply.int(session.id as i64),
+        _ if ["lib-name", "lib-ver"].iter().any(|a| a.as_bytes().eq_ignore_ascii_case(args[2])) => reply.ok(),
+        _ => reply.error(&format!("ERR Unrecognized option '{}'", String::from_utf8_lossy(args[2]))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::memory::Memory;
+    use crate::db::{NoStore, store_key};
+    use crate::parse::split_args;
+
+    /// A connection on an in-memory store, with a clock the test moves.
+    #[derive(Default)]
+    struct Conn {
+        kv: Memory,
+        session: Session,
+        now: i64,
+    }
+
+    impl Conn {
+        /// Runs one inline command line; the raw reply.
+        fn run(&mut self, line: &str) -> String {
+            self.run_with(line).0
+        }
+
+        fn run_with(&mut self, line: &str) -> (String, Next) {
+            let args = split_args(line.as_bytes()).expect("balanced quotes");
+            let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            let mut reply = Reply::default();
+            let next = run(&Db::new(&self.kv, self.now), &mut self.session, &args, &mut reply);
+            (String::from_utf8_lossy(&reply.bytes()).into_owned(), next)
         }
     }
-    db.set(&k, &args[1], deadline, keep_ttl)?;
-    reply.simple("OK");
-    Ok(())
+
+    #[test]
+    fn strings() {
+        let mut c = Conn::default();
+        assert_eq!(c.run("PING"), "+PONG\r\n");
+        assert_eq!(c.run("ping hello"), "$5\r\nhello\r\n");
+        assert_eq!(c.run("echo \"a b\""), "$3\r\na b\r\n");
+        assert_eq!(c.run("get k"), "$-1\r\n");
+        assert_eq!(c.run("set k v"), "+OK\r\n");
+        assert_eq!(c.run("GET k"), "$1\r\nv\r\n");
+        assert_eq!(c.run("set k w nx"), "$-1\r\n");
+        assert_eq!(c.run("set other w xx"), "$-1\r\n");
+        assert_eq!(c.run("set k w xx get"), "$1\r\nv\r\n");
+        assert_eq!(c.run("set k x nx get"), "$1\r\nw\r\n", "NX with GET answers the old value");
+        assert_eq!(c.run("set fresh x get"), "$-1\r\n");
+        assert_eq!(c.run("mset a 1 b 2"), "+OK\r\n");
+        assert_eq!(c.run("mget a nope b"), "*3\r\n$1\r\n1\r\n$-1\r\n$1\r\n2\r\n");
+        assert_eq!(c.run("append a xyz"), ":4\r\n");
+        assert_eq!(c.run("append new abc"), ":3\r\n");
+        assert_eq!(c.run("strlen a"), ":4\r\n");
+        assert_eq!(c.run("strlen nope"), ":0\r\n");
+        assert_eq!(c.run("exists a b nope a"), ":3\r\n");
+        assert_eq!(c.run("del a nope a"), ":1\r\n");
+        assert_eq!(c.run("exists a"), ":0\r\n");
+    }
+
+    #[test]
+    fn counters() {
+        let mut c = Conn::default();
+        assert_eq!(c.run("incr n"), ":1\r\n");
+        assert_eq!(c.run("incrby n 10"), ":11\r\n");
+        assert_eq!(c.run("decr n"), ":10\r\n");
+        assert_eq!(c.run("decrby n 25"), ":-15\r\n");
+        assert_eq!(c.run("get n"), "$3\r\n-15\r\n");
+        assert_eq!(c.run("set s abc"), "+OK\r\n");
+        assert_eq!(c.run("incr s"), "-ERR value is not an integer or out of range\r\n");
+        assert_eq!(c.run("incrby n abc"), "-ERR value is not an integer or out of range\r\n");
+        assert_eq!(c.run("incrby n +5"), "-ERR value is not an integer or out of range\r\n");
+        assert_eq!(c.run("decrby n -9223372036854775808"), "-ERR decrement would overflow\r\n");
+        assert_eq!(c.run("set n 9223372036854775807"), "+OK\r\n");
+        assert_eq!(c.run("incr n"), "-ERR increment or decrement would overflow\r\n");
+    }
+
+    #[test]
+    fn expiry() {
+        let mut c = Conn { now: 1_000_000, ..Conn::default() };
+        assert_eq!(c.run("set k v ex 10"), "+OK\r\n");
+        assert_eq!(c.run("ttl k"), ":10\r\n");
+        assert_eq!(c.run("pttl k"), ":10000\r\n");
+        c.now += 9_400;
+        assert_eq!(c.run("ttl k"), ":1\r\n", "rounded like Redis");
+        assert_eq!(c.run("get k"), "$1\r\nv\r\n");
+        c.now += 600;
+        assert_eq!(c.run("get k"), "$-1\r\n");
+        assert_eq!(c.run("ttl k"), ":-2\r\n");
+        assert!(c.kv.0.borrow().is_empty(), "expired lazily, deadline included");
+
+        assert_eq!(c.run("set k v px 200"), "+OK\r\n");
+        assert_eq!(c.run("pttl k"), ":200\r\n");
+        assert_eq!(c.run("set k v keepttl"), "+OK\r\n");
+        assert_eq!(c.run("pttl k"), ":200\r\n");
+        assert_eq!(c.run("append k w"), ":2\r\n");
+        assert_eq!(c.run("incr counter"), ":1\r\n");
+        assert_eq!(c.run("pttl k"), ":200\r\n", "APPEND keeps the deadline");
+        assert_eq!(c.run("set k v"), "+OK\r\n");
+        assert_eq!(c.run("ttl k"), ":-1\r\n", "SET clears it");
+        assert_eq!(c.run("set k v exat 1100"), "+OK\r\n");
+        assert_eq!(c.run("ttl k"), ":90\r\n");
+        assert_eq!(c.run("set k v pxat 1100000"), "+OK\r\n");
+        assert_eq!(c.run("ttl k"), ":90\r\n");
+
+        assert_eq!(c.run("set k v"), "+OK\r\n");
+        assert_eq!(c.run("expire k 100"), ":1\r\n");
+        assert_eq!(c.run("ttl k"), ":100\r\n");
+        assert_eq!(c.run("expire k 10 nx"), ":0\r\n");
+        assert_eq!(c.run("expire k 10 gt"), ":0\r\n");
+        assert_eq!(c.run("expire k 50 lt"), ":1\r\n");
+        assert_eq!(c.run("pexpire k 60000 xx"), ":1\r\n");
+        assert_eq!(c.run("pttl k"), ":60000\r\n");
+        assert_eq!(c.run("persist k"), ":1\r\n");
+        assert_eq!(c.run("persist k"), ":0\r\n");
+        assert_eq!(c.run("expire k 10 xx"), ":0\r\n");
+        assert_eq!(c.run("expire k 10 gt"), ":0\r\n", "no deadline is infinite");
+        assert_eq!(c.run("expire k 10 lt"), ":1\r\n");
+        assert_eq!(c.run("expire nope 10"), ":0\r\n");
+        assert_eq!(c.run("expire k -1"), ":1\r\n");
+        assert_eq!(c.run("exists k"), ":0\r\n", "a past deadline deletes");
+        assert_eq!(c.run("persist k"), ":0\r\n");
+    }
+
+    #[test]
+    fn option_errors_as_redis_words_them() {
+        let mut c = Conn::default();
+        let cases = [
+            ("set k v ex 0", "-ERR invalid expire time in 'set' command\r\n"),
+            ("set k v px -5", "-ERR invalid expire time in 'set' command\r\n"),
+            ("set k v ex 9223372036854775807", "-ERR invalid expire time in 'set' command\r\n"),
+            ("set k v ex abc", "-ERR value is not an integer or out of range\r\n"),
+            ("set k v ex", "-ERR syntax error\r\n"),
+            ("set k v ex 10 px 100", "-ERR syntax error\r\n"),
+            ("set k v ex 10 keepttl", "-ERR syntax error\r\n"),
+            ("set k v nx xx", "-ERR syntax error\r\n"),
+            ("set k v foo", "-ERR syntax error\r\n"),
+            ("set k v ex abc foo", "-ERR syntax error\r\n"),
+            ("expire k 10 nx xx", "-ERR NX and XX, GT or LT options at the same time are not compatible\r\n"),
+            ("expire k 10 gt lt", "-ERR GT and LT options at the same time are not compatible\r\n"),
+            ("expire k abc", "-ERR value is not an integer or out of range\r\n"),
+            ("expire k 9223372036854775807", "-ERR invalid expire time in 'expire' command\r\n"),
+            ("expire k 10 FOO", "-ERR Unsupported option FOO\r\n"),
+        ];
+        for (line, want) in cases {
+            assert_eq!(c.run(line), want, "{line}");
+        }
+        assert!(c.kv.0.borrow().is_empty(), "nothing was written");
+    }
+
+    #[test]
+    fn errors_in_redis_form() {
+        let mut c = Conn::default();
+        assert_eq!(c.run("foo"), "-ERR unknown command 'foo', with args beginning with: \r\n");
+        assert_eq!(c.run("foo bar baz"), "-ERR unknown command 'foo', with args beginning with: 'bar' 'baz' \r\n");
+        assert_eq!(
+            c.run("\"f\\r\\noo\" \"a\\nb\""),
+            "-ERR unknown command 'f  oo', with args beginning with: 'a b' \r\n",
+            "no line break escapes into the reply"
+        );
+        let long = c.run(&format!("foo {}", "x ".repeat(200)));
+        assert_eq!(long.matches("'x'").count(), 32, "arguments shown up to 128 bytes: {long}");
+        assert_eq!(c.run("get"), "-ERR wrong number of arguments for 'get' command\r\n");
+        assert_eq!(c.run("GET a b"), "-ERR wrong number of arguments for 'get' command\r\n");
+        assert_eq!(c.run("ping a b"), "-ERR wrong number of arguments for 'ping' command\r\n");
+        assert_eq!(c.run("mset a"), "-ERR wrong number of arguments for 'mset' command\r\n");
+        assert_eq!(c.run("mset a 1 b"), "-ERR wrong number of arguments for 'mset' command\r\n");
+        assert_eq!(c.run("set k"), "-ERR wrong number of arguments for 'set' command\r\n");
+    }
+
+    #[test]
+    fn what_clients_send_on_connecting() {
+        let mut c = Conn { session: Session { id: 42, name: None }, ..Conn::default() };
+        assert_eq!(c.run("COMMAND"), "*0\r\n");
+        assert_eq!(c.run("command docs"), "*0\r\n");
+        assert_eq!(c.run("command count"), format!(":{}\r\n", COMMANDS.len()));
+        assert_eq!(c.run("command foo"), "-ERR unknown subcommand 'foo'. Try COMMAND HELP.\r\n");
+        assert_eq!(
+            c.run("config get save appendonly nothing"),
+            "*4\r\n$4\r\nsave\r\n$0\r\n\r\n$10\r\nappendonly\r\n$2\r\nno\r\n"
+        );
+        assert_eq!(c.run("config get nothing"), "*0\r\n");
+        assert_eq!(c.run("config get"), "-ERR wrong number of arguments for 'config|get' command\r\n");
+        assert_eq!(c.run("config set save x"), "-ERR unknown subcommand 'set'. Try CONFIG HELP.\r\n");
+        assert_eq!(c.run("client getname"), "$-1\r\n");
+        assert_eq!(c.run("client setname worker-1"), "+OK\r\n");
+        assert_eq!(c.run("client getname"), "$8\r\nworker-1\r\n");
+        assert_eq!(
+            c.run("client setname \"a b\""),
+            "-ERR Client names cannot contain spaces, newlines or special characters.\r\n"
+        );
+        assert_eq!(c.run("client setinfo lib-name redis-py"), "+OK\r\n");
+        assert_eq!(c.run("client setinfo color red"), "-ERR Unrecognized option 'color'\r\n");
+        assert_eq!(c.run("client id"), ":42\r\n");
+        assert_eq!(c.run("client setname"), "-ERR wrong number of arguments for 'client|setname' command\r\n");
+        assert_eq!(c.run("client kill x"), "-ERR unknown subcommand 'kill'. Try CLIENT HELP.\r\n");
+        assert_eq!(c.run("select 0"), "+OK\r\n");
+        assert_eq!(c.run("select 1"), "-ERR DB index is out of range\r\n");
+        assert_eq!(c.run("select x"), "-ERR value is not an integer or out of range\r\n");
+        assert_eq!(c.run_with("quit"), ("+OK\r\n".to_string(), Next::Quit));
+        assert_eq!(c.run_with("QUIT now"), ("+OK\r\n".to_string(), Next::Quit));
+    }
+
+    #[test]
+    fn binary_keys_and_values() {
+        let c = Conn::default();
+        let mut session = Session::default();
+        let mut reply = Reply::default();
+        let db = Db::new(&c.kv, 0);
+        run(&db, &mut session, &[b"SET", b"\xff\r\n", b"\0\r\n"], &mut reply);
+        run(&db, &mut session, &[b"GET", b"\xff\r\n"], &mut reply);
+        assert_eq!(reply.bytes(), b"+OK\r\n$3\r\n\0\r\n\r\n");
+        assert!(c.kv.0.borrow().contains_key(&*store_key(b"\xff\r\n")));
+    }
+
+    #[test]
+    fn without_a_store_data_commands_answer_an_error() {
+        let mut session = Session::default();
+        let mut reply = Reply::default();
+        let db = Db::new(&NoStore, 0);
+        run(&db, &mut session, &[b"GET", b"k"], &mut reply);
+        run(&db, &mut session, &[b"INCR", b"k"], &mut reply);
+        run(&db, &mut session, &[b"PING"], &mut reply);
+        let want = "-ERR the listener's key-value store is not available\r\n";
+        assert_eq!(String::from_utf8(reply.bytes()).unwrap(), format!("{want}{want}+PONG\r\n"));
+    }
 }

@@ -1,65 +1,140 @@
 //! A Redis-protocol (RESP2) server on pier. Data lives in the listener's
 //! shared `wasi:keyvalue` bucket, so every connection of the listener sees
-//! the same keys; INCR and friends use the store's atomic increment.
-//! Pipelined commands are answered in order, with one `send` per read.
+//! the same keys; INCR and friends use the store's atomic increment, so
+//! counters are exact across connections. Expiry is lazy (see `db`).
 //!
-//! Expiry: a key's deadline (ms since the epoch) is kept under a companion
-//! key `"\0ttl:" + key` and checked lazily whenever the key is touched.
-//! Keys are strings in `wasi:keyvalue`; non-UTF-8 key bytes are replaced.
+//! - `parse`: the incremental request parser and its limits (16 MiB per
+//!   value, 1 Mi arguments, 64 KiB per inline command).
+//! - `commands`: the commands, in Redis's reply and error forms.
+//! - `reply`: RESP2 reply encoding.
+//! - `db`: Redis keys on the bucket: key encoding, expiry.
+//!
+//! Pipelining: every complete command of a read is answered, in order, with
+//! one `send` for the batch. Output is bounded: while the SDK holds back
+//! bytes the host refused, no further command runs and reading is paused,
+//! so a client that pipelines GETs of a large value without reading the
+//! answers cannot make the instance run out of memory.
 
 mod commands;
+mod db;
 mod parse;
+mod reply;
 
-use parse::{Parsed, parse};
+use commands::{Next, Session};
+use db::{Db, NoStore};
+use parse::{Parsed, Parser};
 use pier_guest::keyvalue::store::{self, Bucket};
 use pier_guest::{ConnectionInfo, Handler, Outbox};
+use reply::Reply;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Replies gathered past this size are sent before the next command runs.
+const SEND_AT: usize = 64 << 10;
+/// Input buffer capacity kept between requests; more (after a large value)
+/// is given back so that the memory can hold the next large value.
+const KEEP_CAPACITY: usize = 64 << 10;
 
 struct Resp {
-    /// Bytes of an incomplete command.
+    /// Received bytes not yet answered: at most one unfinished command, or
+    /// more while output is held back.
     buf: Vec<u8>,
+    parser: Parser,
+    /// The listener's bucket; None if it could not be opened.
     bucket: Option<Bucket>,
+    session: Session,
+    /// QUIT or a protocol error: the replies so far go out, then finish.
     closing: bool,
+    /// The peer sent FIN: finish once every buffered command is answered.
+    eof: bool,
+    /// Waiting for `writable` to go on (see the module doc).
+    stalled: bool,
+}
+
+/// Milliseconds since the Unix epoch, from `wasi:clocks/wall-clock`.
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Resp {
-    /// Answers every complete command in the buffer.
+    /// Answers the commands in the buffer until it holds no complete one,
+    /// the output stalls, or the connection is closing.
     fn serve(&mut self, out: &mut Outbox) {
-        let mut replies = Vec::new();
+        let now = now_ms();
+        let mut reply = Reply::default();
         let mut at = 0;
-        while !self.closing && at < self.buf.len() {
-            match parse(&self.buf[at..]) {
+        let mut need = 0;
+        self.stalled = false;
+        while !self.closing && !self.stalled && at < self.buf.len() {
+            match self.parser.parse(&self.buf[at..]) {
                 Ok(Parsed::Command(args, used)) => {
                     at += used;
-                    let Some(bucket) = &self.bucket else {
-                        replies.extend_from_slice(b"-ERR the key-value store is not available\r\n");
-                        continue;
+                    let args: Vec<&[u8]> = args.iter().map(AsRef::as_ref).collect();
+                    let session = &mut self.session;
+                    let next = match &self.bucket {
+                        Some(bucket) => commands::run(&Db::new(bucket, now), session, &args, &mut reply),
+                        None => commands::run(&Db::new(&NoStore, now), session, &args, &mut reply),
                     };
-                    if commands::run(bucket, &args, &mut replies) == commands::Next::Quit {
-                        self.closing = true;
+                    self.closing = next == Next::Quit;
+                    if reply.len() >= SEND_AT {
+                        self.send(out, &mut reply);
                     }
                 }
                 Ok(Parsed::Skip(used)) => at += used,
-                Ok(Parsed::Incomplete) => break,
+                Ok(Parsed::Incomplete { need: n }) => {
+                    need = n;
+                    break;
+                }
                 Err(e) => {
-                    replies.extend_from_slice(format!("-ERR Protocol error: {}\r\n", e.0).as_bytes());
+                    reply.error(&format!("ERR Protocol error: {}", e.0));
                     self.closing = true;
                 }
             }
         }
-        self.buf.drain(..at.min(self.buf.len()));
-        if !replies.is_empty() {
-            out.send(&replies);
-        }
+        self.send(out, &mut reply);
+        self.buf.drain(..at);
         if self.closing {
-            self.buf.clear();
+            self.buf = Vec::new();
+            out.finish();
+            return;
+        }
+        if self.buf.capacity() > KEEP_CAPACITY.max(need) {
+            self.buf.shrink_to(KEEP_CAPACITY.max(need));
+        }
+        // A large value announced: make room for all of it at once rather
+        // than doubling the buffer as it arrives (which could need twice its
+        // size). The parser bounds `need` by MAX_REQUEST.
+        self.buf.reserve_exact(need.saturating_sub(self.buf.len()));
+        if self.stalled {
+            out.pause_reading();
+        } else if self.eof {
             out.finish();
         }
+    }
+
+    /// Sends the gathered replies; stalls if the SDK had to hold any back.
+    fn send(&mut self, out: &mut Outbox, reply: &mut Reply) {
+        for part in reply.take() {
+            if !out.send(&part) {
+                // The connection is gone: nothing more to do.
+                self.closing = true;
+                return;
+            }
+        }
+        self.stalled = out.pending() > 0;
     }
 }
 
 impl Handler for Resp {
-    fn on_connect(_info: &ConnectionInfo, _out: &mut Outbox) -> Self {
-        Resp { buf: Vec::new(), bucket: store::open("").ok(), closing: false }
+    fn on_connect(info: &ConnectionInfo, _out: &mut Outbox) -> Self {
+        Resp {
+            buf: Vec::new(),
+            parser: Parser::default(),
+            bucket: store::open("").ok(),
+            session: Session { id: info.id, name: None },
+            closing: false,
+            eof: false,
+            stalled: false,
+        }
     }
 
     fn on_data(&mut self, out: &mut Outbox, bytes: &[u8]) {
@@ -67,7 +142,23 @@ impl Handler for Resp {
             return;
         }
         self.buf.extend_from_slice(bytes);
-        self.serve(out);
+        if !self.stalled {
+            self.serve(out);
+        }
+    }
+
+    fn on_writable(&mut self, out: &mut Outbox) {
+        if self.stalled && !self.closing {
+            out.resume_reading();
+            self.serve(out);
+        }
+    }
+
+    fn on_end(&mut self, out: &mut Outbox) {
+        self.eof = true;
+        if !self.stalled {
+            self.serve(out);
+        }
     }
 }
 
