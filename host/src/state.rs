@@ -140,6 +140,15 @@ impl bindings::wasi::keyvalue::atomics::Host for HostState {
     }
 }
 
+impl From<SendError> for WitSendError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::WouldBlock => WitSendError::WouldBlock,
+            SendError::Closed => WitSendError::Closed,
+        }
+    }
+}
+
 /// `outbox.send` as a raw host function: it reads the bytes in place in the
 /// guest's memory (`WasmList`) instead of the generated binding's copy into
 /// a fresh `Vec`, and usually writes them to the socket from there.
@@ -151,10 +160,7 @@ pub(crate) fn add_direct_send(linker: &mut wasmtime::component::Linker<HostState
         |store: wasmtime::StoreContextMut<'_, HostState>, (data,): (WasmList<u8>,)| {
             let (csa, socket) = (store.data().csa.clone(), store.data().socket);
             let bytes = data.as_le_slice(&store);
-            let result = csa.outbox().send_from(bytes, socket).map_err(|e| match e {
-                SendError::WouldBlock => WitSendError::WouldBlock,
-                SendError::Closed => WitSendError::Closed,
-            });
+            let result = csa.outbox().send_from(bytes, socket).map_err(WitSendError::from);
             Ok((result,))
         },
     )?;
@@ -165,10 +171,7 @@ pub(crate) fn add_direct_send(linker: &mut wasmtime::component::Linker<HostState
 impl bindings::pier::server::outbox::Host for HostState {
     /// Shadowed by [`add_direct_send`]; kept for the generated trait.
     fn send(&mut self, data: Vec<u8>) -> Result<(), WitSendError> {
-        self.csa.outbox().send(data).map_err(|e| match e {
-            SendError::WouldBlock => WitSendError::WouldBlock,
-            SendError::Closed => WitSendError::Closed,
-        })
+        self.csa.outbox().send(data).map_err(WitSendError::from)
     }
 
     fn finish(&mut self) {
