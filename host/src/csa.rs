@@ -379,6 +379,10 @@ async fn call(
     what: Inbox<'_>,
 ) -> Result<(), ShutdownReason> {
     let inbox = handler.pier_server_inbox();
+    // The deadline is relative to the epoch when it is set: set it now, or a
+    // call after a quiet spell would find it long passed and yield at once
+    // (a timer registration and a wake-up for every message).
+    store.set_epoch_deadline(1);
     let fut = async {
         match what {
             Inbox::NewCsa(info) => inbox.call_new_csa(&mut *store, &info).await,
