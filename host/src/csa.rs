@@ -71,7 +71,9 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, id: u64, rt: Arc<
     let shared = CsaShared::new(rt.config.outbox_high_water, rt.config.outbox_low_water);
     let listener = rt.name.clone();
     let _registration = stop.registry.register(id, &shared.doorbell);
-    let instance = instantiate(&rt, id, &shared).await;
+    // Boxed: instantiation is done before the connection idles, and its
+    // state would otherwise enlarge every live connection's task.
+    let instance = Box::pin(instantiate(&rt, id, &shared)).await;
     let handle = CsaHandle::new(id, shared.clone());
     rt.emit(ServerEvent::NewCsa { id, listener: listener.clone(), peer, local, handle });
     let reason = match instance {
@@ -213,16 +215,13 @@ impl Csa {
                 }
             };
             let result = match event {
-                Some(SocketIo::Read(Ok((buf, 0)))) => {
-                    buf.give_back();
+                Some(SocketIo::Read(Ok((_, 0)))) => {
                     self.input_ended = true;
                     self.deliver(Inbox::EndOfInput).await
                 }
                 Some(SocketIo::Read(Ok((buf, n)))) => {
                     self.last_activity = Instant::now();
-                    let result = self.deliver(Inbox::Data(&buf.0[..n])).await;
-                    buf.give_back();
-                    result
+                    self.deliver(Inbox::Data(&buf.0[..n])).await
                 }
                 Some(SocketIo::Read(Err(e)) | SocketIo::Writable(Err(e))) => Err(io_reason(&e)),
                 Some(SocketIo::Writable(Ok(()))) | None => Ok(()),
@@ -281,7 +280,9 @@ impl Csa {
     async fn linger(&mut self) {
         let deadline = Instant::now() + LINGER_TIME;
         let mut discarded = 0;
-        let mut scratch = [0u8; 4096];
+        // A pooled buffer, not an array here: this future's size is every
+        // idle connection's task size.
+        let mut scratch = ReadBuffer::take();
         while discarded < LINGER_BYTES {
             let ready = tokio::select! {
                 r = self.stream.readable() => r,
@@ -291,7 +292,7 @@ impl Csa {
             if ready.is_err() {
                 return;
             }
-            match self.stream.try_read(&mut scratch) {
+            match self.stream.try_read(&mut scratch.0) {
                 Ok(0) => return,
                 Ok(n) => discarded += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -329,7 +330,7 @@ async fn socket_io(stream: &mut TcpStream, read: bool, write: bool) -> SocketIo 
                     return Poll::Ready(SocketIo::Read(r.map(|()| (buf, n))));
                 }
                 // Spurious readiness: tokio cleared it and registered us.
-                Poll::Pending => buf.give_back(),
+                Poll::Pending => {}
             }
         }
         Poll::Pending
@@ -354,13 +355,16 @@ impl ReadBuffer {
         let buf = READ_BUFFERS.with_borrow_mut(Vec::pop).unwrap_or_else(|| vec![0; READ_CHUNK]);
         Self(buf)
     }
+}
 
+impl Drop for ReadBuffer {
     /// Returns the buffer to the pool of the thread this runs on now (the
     /// task may have moved; any thread's pool will do).
-    fn give_back(self) {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.0);
         READ_BUFFERS.with_borrow_mut(|pool| {
             if pool.len() < POOLED_BUFFERS {
-                pool.push(self.0);
+                pool.push(buf);
             }
         });
     }
@@ -383,6 +387,7 @@ async fn call(
     // call after a quiet spell would find it long passed and yield at once
     // (a timer registration and a wake-up for every message).
     store.set_epoch_deadline(1);
+    let started = Instant::now();
     let fut = async {
         match what {
             Inbox::NewCsa(info) => inbox.call_new_csa(&mut *store, &info).await,
@@ -393,10 +398,22 @@ async fn call(
             Inbox::ShutdownCsa(reason) => inbox.call_shutdown_csa(&mut *store, &reason).await,
         }
     };
-    match tokio::time::timeout(cpu_limit, fut).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(trap)) => Err(trap_reason(&trap)),
-        Err(_) => Err(ShutdownReason::CpuLimit),
+    let mut fut = std::pin::pin!(fut);
+    // Armed only when the call does not end in its first poll (it yielded
+    // at an epoch tick, or waits on the host): most calls never need one.
+    let mut timer: Option<Pin<Box<Sleep>>> = None;
+    let outcome = std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(r));
+        }
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(started + cpu_limit)));
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await;
+    match outcome {
+        Some(Ok(())) => Ok(()),
+        Some(Err(trap)) => Err(trap_reason(&trap)),
+        None => Err(ShutdownReason::CpuLimit),
     }
 }
 
