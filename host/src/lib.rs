@@ -63,7 +63,7 @@ pub use config::{ListenAddr, ListenerConfig, ServerConfig};
 pub use csa::READ_CHUNK;
 pub use events::{ServerEvent, ShutdownReason};
 pub use outbox::{CsaHandle, SendError};
-pub use server::{Server, ShutdownHandle};
+pub use server::{Server, ShutdownHandle, raise_open_files_limit};
 
 /// Validates a plugin as `pier check` does, without binding anything, and
 /// describes its world, imports and exports.

@@ -40,15 +40,20 @@ pub struct Pier {
 impl Pier {
     /// Starts `pier serve ARGS` and waits for `listeners` `listening` lines.
     pub fn start(args: &[&str], listeners: usize) -> Pier {
-        let mut child = Command::new(pier_bin())
-            .arg("serve")
+        Pier::start_with(args, listeners, |_| {})
+    }
+
+    /// [`Pier::start`], with a last say on the command (its limits, say).
+    pub fn start_with(args: &[&str], listeners: usize, setup: impl FnOnce(&mut Command)) -> Pier {
+        let mut cmd = Command::new(pier_bin());
+        cmd.arg("serve")
             .args(args)
             .env("RUST_LOG", "pier=debug,warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning pier");
+            .stderr(Stdio::piped());
+        setup(&mut cmd);
+        let mut child = cmd.spawn().expect("spawning pier");
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = stderr.clone();
         let mut err = BufReader::new(child.stderr.take().unwrap());

@@ -239,3 +239,40 @@ fn the_demo_config_checks() {
         assert!(stdout.lines().any(|l| l.starts_with(name)), "{name} missing from:\n{stdout}");
     }
 }
+
+/// A server started with the common default soft limit of 1024 open files
+/// (here 256) would refuse connections long before max-connections; `pier
+/// serve` raises its soft limit to the hard one, as servers do.
+#[test]
+fn serve_raises_a_low_open_files_limit() {
+    use std::os::unix::process::CommandExt;
+    const SOFT: u64 = 256;
+    let plugin = guest("echo");
+    let args = ["--listen", "127.0.0.1:0", "--max-connections", "400", "--plugin", plugin.to_str().unwrap()];
+    let pier = Pier::start_with(&args, 1, |cmd| {
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+                lim.rlim_cur = SOFT.min(lim.rlim_max);
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+                Ok(())
+            })
+        };
+    });
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", pier.pid())).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let nums: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(nums[0], nums[1], "soft open-files limit not raised to the hard one: {line}");
+    if nums[1].parse::<u64>().is_ok_and(|hard| hard < 400) {
+        return; // this machine's hard limit is too low to show more
+    }
+    // More connections than the old soft limit, all live at once.
+    let mut conns: Vec<_> = (0..300).map(|_| connect(pier.addr())).collect();
+    for (i, c) in conns.iter_mut().enumerate() {
+        let msg = format!("{i}\n");
+        c.write_all(msg.as_bytes()).unwrap();
+        assert_eq!(read_n(c, msg.len()), msg.as_bytes(), "connection {i}");
+    }
+}
