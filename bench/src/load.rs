@@ -298,7 +298,7 @@ pub async fn idle(addr: SocketAddr, p: IdleParams, pid: u32) -> Result<IdleStats
     let (mut launched, mut failed, mut first) = (0usize, 0usize, None);
     loop {
         while first.is_none() && launched < p.conns && opening.len() < p.concurrency {
-            opening.spawn(open_idle(addr, p.io_timeout));
+            opening.spawn(open_idle(addr, idle_source(addr, launched, p.conns), p.io_timeout));
             launched += 1;
         }
         let Some(joined) = opening.join_next().await else { break };
@@ -334,8 +334,31 @@ pub async fn idle(addr: SocketAddr, p: IdleParams, pid: u32) -> Result<IdleStats
     })
 }
 
-async fn open_idle(addr: SocketAddr, io: Duration) -> Result<TcpStream> {
-    let mut stream = connect(addr, io).await?;
+/// Connections per loopback source address: below the ~28k ephemeral ports
+/// one (source, destination) pair has.
+const PER_SOURCE: usize = 20_000;
+
+/// The source address of idle connection `i` of `total`. Past what one
+/// source can open, connections to an IPv4 loopback address come from
+/// 127.0.0.1, 127.0.0.2, ... in turn (all of 127/8 is loopback on Linux).
+fn idle_source(addr: SocketAddr, i: usize, total: usize) -> Option<std::net::IpAddr> {
+    let std::net::IpAddr::V4(ip) = addr.ip() else { return None };
+    if !ip.is_loopback() || total <= PER_SOURCE {
+        return None;
+    }
+    let sources = total.div_ceil(PER_SOURCE);
+    Some(std::net::Ipv4Addr::new(127, 0, 0, 1 + (i % sources) as u8).into())
+}
+
+async fn open_idle(addr: SocketAddr, source: Option<std::net::IpAddr>, io: Duration) -> Result<TcpStream> {
+    let mut stream = match source {
+        None => connect(addr, io).await?,
+        Some(ip) => {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::new(ip, 0)).with_context(|| format!("binding a client socket to {ip}"))?;
+            bounded(io, "connect", socket.connect(addr)).await?
+        }
+    };
     bounded(io, "writing one byte", stream.write_all(b"i")).await?;
     let mut back = [0u8; 1];
     bounded(io, "reading the byte back", stream.read_exact(&mut back)).await?;
