@@ -222,16 +222,27 @@ pub struct ServerConfig {
     pub listeners: Vec<ListenerConfig>,
     /// How long `serverShutdown` lets handlers flush before closing them.
     pub grace: Duration,
+    /// Worker threads of the runtime `pier serve` builds (None: one per
+    /// core). A program that embeds pier runs it on its own runtime.
+    pub workers: Option<usize>,
 }
+
+/// Most worker threads `workers` may ask for.
+pub const MAX_WORKERS: usize = 1024;
 
 impl ServerConfig {
     pub fn new(listeners: Vec<ListenerConfig>) -> Self {
-        Self { listeners, grace: DEFAULT_GRACE }
+        Self { listeners, grace: DEFAULT_GRACE, workers: None }
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.listeners.is_empty() {
             bail!("no listener configured: give --listen and --plugin");
+        }
+        if let Some(n) = self.workers
+            && !(1..=MAX_WORKERS).contains(&n)
+        {
+            bail!("workers = {n}: give a number of threads from 1 to {MAX_WORKERS} (or leave it out: one per core)");
         }
         let mut names = std::collections::HashSet::new();
         for (i, l) in self.listeners.iter().enumerate() {

@@ -14,6 +14,7 @@ use std::time::Duration;
 struct File {
     #[serde(default, deserialize_with = "duration")]
     grace: Option<Duration>,
+    workers: Option<usize>,
     #[serde(default)]
     listener: Vec<Listener>,
 }
@@ -104,6 +105,7 @@ pub fn load(path: &Path) -> anyhow::Result<ServerConfig> {
     if let Some(grace) = file.grace {
         config.grace = grace;
     }
+    config.workers = file.workers;
     config.validate().with_context(|| shown.to_string())?;
     Ok(config)
 }

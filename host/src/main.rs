@@ -83,6 +83,9 @@ struct ServeArgs {
     /// On SIGINT/SIGTERM, how long handlers may flush before closing.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     grace: Duration,
+    /// Worker threads for all listeners (default: one per core).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
 }
 
 impl ServeArgs {
@@ -92,6 +95,10 @@ impl ServeArgs {
             if self.grace != DEFAULT_GRACE {
                 config.grace = self.grace;
             }
+            if self.workers.is_some() {
+                config.workers = self.workers;
+            }
+            config.validate()?;
             return Ok(config);
         }
         let listen = ListenAddr::from_parts(self.listen.as_deref(), self.port_range.as_deref())
@@ -110,6 +117,8 @@ impl ServeArgs {
         l.outbox_low_water = usize::try_from(self.outbox_low_water)?;
         let mut config = ServerConfig::new(vec![l]);
         config.grace = self.grace;
+        config.workers = self.workers;
+        config.validate()?;
         Ok(config)
     }
 }
@@ -151,7 +160,11 @@ fn main() -> ExitCode {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.into_config()?;
     pier::raise_open_files_limit();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.workers {
+        runtime.worker_threads(n);
+    }
+    let runtime = runtime.enable_all().build()?;
     runtime.block_on(async {
         let server = Server::bind(config).await?;
         // Install the handlers before announcing the ports, so a signal sent

@@ -82,6 +82,24 @@ fn bad_inputs_each_get_one_clear_line() {
     assert_user_error(&serve(&echo(), "localhost:http"), "invalid listen address `localhost:http`");
     let out = run_pier(&["serve", "--listen", "127.0.0.1", "--port-range", "7010-7000", "--plugin", &echo()]);
     assert_user_error(&out, "invalid port range `7010-7000`: it is empty");
+    let out = run_pier(&["serve", "--listen", "127.0.0.1:0", "--plugin", &echo(), "--workers", "0"]);
+    assert_user_error(&out, "workers = 0: give a number of threads from 1 to 1024");
+}
+
+/// `--workers N` sets the runtime's thread count (redis-server, say, runs
+/// commands on one thread; an operator may pin pier the same way).
+#[test]
+fn workers_sets_the_number_of_worker_threads() {
+    for n in [1, 3] {
+        let pier = Pier::serve("echo", &["--workers", &n.to_string()]);
+        assert_eq!(exchange(pier.addr(), b"ping\n"), b"ping\n");
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", pier.pid())).unwrap();
+        let workers = tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.trim() == "tokio-rt-worker")
+            .count();
+        assert_eq!(workers, n, "worker threads with --workers {n}");
+    }
 }
 
 #[test]

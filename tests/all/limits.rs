@@ -212,6 +212,7 @@ fn config_errors_are_one_clear_line_each() {
             "both listen on 127.0.0.1:7999",
         ),
         (base.replace("{guest:echo}", "nope.wasm"), "plugin `"),
+        (format!("workers = 0\n{base}"), "workers = 0: give a number of threads"),
     ];
     for (text, needle) in cases {
         let cfg = config_file(dir.path(), &text);
