@@ -8,8 +8,14 @@ WASM    := target/wasm32-wasip2/release
 PIER    := target/release/pier
 BENCH   := target/release/pier-bench
 APT_PKGS := netcat-openbsd socat curl wrk redis-tools redis-server
+# The `wasmtime serve` baseline of `make bench`: the CLI of the host's wasmtime
+# version, built once into target/tools: `run` and `serve` only (serve does not
+# compile without component-model-async), no other tools or proposals; clap's
+# defaults keep `--help` and readable usage errors.
+WASMTIME_VERSION := 48.0.8
+WASMTIME := target/tools/bin/wasmtime
 
-.PHONY: all setup build run test bench bench-smoke lint fmt clean
+.PHONY: all setup build run test bench bench-tools bench-smoke lint fmt clean
 
 all: build
 
@@ -46,9 +52,19 @@ test: build
 
 ## bench: pier + echo guest vs a native tokio echo, one run (~1 min); prints the
 ## table and writes bench/results/latest.{md,json,svg}
-bench: build
+bench: build bench-tools
 	$(CARGO) build --release -p pier-bench
 	$(BENCH) run
+
+## bench-tools: what only `make bench` needs (not `make test`, not CI): wasmtime-cli
+## $(WASMTIME_VERSION) in target/tools (built once, several minutes) and the hello wasi:http component
+bench-tools: setup
+	@if ! $(WASMTIME) --version 2>/dev/null | grep -qE '^wasmtime $(WASMTIME_VERSION)( |$$)'; then \
+		echo "building wasmtime-cli $(WASMTIME_VERSION) into target/tools (once; several minutes)"; \
+		CARGO_TARGET_DIR=target/tools-build $(CARGO) install --locked wasmtime-cli --version $(WASMTIME_VERSION) \
+			--root target/tools --no-default-features --features run,serve,component-model-async,cranelift,pooling-allocator,clap/default; \
+	fi
+	$(CARGO) build --release --target wasm32-wasip2 -p hello-http
 
 ## bench-smoke: every scenario for about a second (part of `make test`); writes to
 ## target/bench-smoke so committed results stay as they are; fails without numbers

@@ -1,8 +1,9 @@
 //! The protocol rows of `make bench`, measured with the protocol's own load
 //! tool against pier and a native peer started in the same run:
 //! the RESP guest vs `redis-server` under `redis-benchmark`, and the HTTP
-//! guest vs a native hyper hello server under `wrk`. Each row is skipped,
-//! with the reason, when its guest or tool is missing.
+//! guest under `wrk` vs a native hyper hello server and vs `wasmtime serve`
+//! running a hello `wasi:http/proxy` component (`bench/hello-http`). Each row
+//! is skipped, with the reason, when its guest or tool is missing.
 
 use crate::report::Pending;
 use anyhow::{Context, Result, bail};
@@ -16,6 +17,10 @@ struct Guard(Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        // Already exited (and reaped): its pid may belong to another process now.
+        if let Ok(Some(_)) = self.0.try_wait() {
+            return;
+        }
         // SAFETY: our own child, not yet reaped.
         unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -119,6 +124,18 @@ fn redis_benchmark(port: u16, pipeline: u32, requests: u32) -> Result<(f64, f64)
     Ok((set, get))
 }
 
+/// Why a protocol row cannot run: its guest is not built or a tool is missing.
+fn skip_reason(plugin: &Path, tools: &[&str]) -> Option<String> {
+    if !plugin.exists() {
+        Some(format!("skipped: {} is not built", plugin.display()))
+    } else {
+        tools
+            .iter()
+            .find(|t| !have(t))
+            .map(|tool| format!("skipped: {tool} is not installed (`make setup` installs it)"))
+    }
+}
+
 /// One protocol row: skipped with the reason when the guest or a tool is
 /// missing, else what `measure` found (or its error).
 fn protocol_row(
@@ -127,13 +144,8 @@ fn protocol_row(
     tools: &[&str],
     measure: impl FnOnce(&Path) -> Result<String>,
 ) -> Pending {
-    let status = if !plugin.exists() {
-        format!("skipped: {} is not built", plugin.display())
-    } else if let Some(tool) = tools.iter().find(|t| !have(t)) {
-        format!("skipped: {tool} is not installed (`make setup` installs it)")
-    } else {
-        measure(plugin).unwrap_or_else(|e| format!("error: {e:#}"))
-    };
+    let status =
+        skip_reason(plugin, tools).unwrap_or_else(|| measure(plugin).unwrap_or_else(|e| format!("error: {e:#}")));
     Pending { scenario, status }
 }
 
@@ -187,19 +199,69 @@ fn wrk_rps(addr: SocketAddr, secs: u32) -> Result<f64> {
         .with_context(|| format!("no Requests/sec in `{text}`"))
 }
 
-/// The HTTP guest vs the native hyper hello (`pier-bench native-http`).
-pub fn http_vs_native(pier: &Path, wasm_dir: &Path, quick: bool) -> Pending {
-    let secs = if quick { 1 } else { 5 };
-    protocol_row(
-        "HTTP guest vs native hyper hello: GET /hello req/s under wrk -t2 -c32 (↑)",
-        &wasm_dir.join("http.wasm"),
-        &["wrk"],
-        |plugin| measure_http(pier, plugin, secs),
-    )
+const HTTP_VS_HYPER: &str = "HTTP guest vs native hyper hello: GET /hello req/s under wrk -t2 -c32 (↑)";
+const HTTP_VS_WASMTIME: &str =
+    "HTTP guest vs `wasmtime serve` hello: GET /hello req/s under wrk -t2 -c32 (↑, goal ≥ 5×)";
+
+/// How the `wasmtime serve` row starts it, before `--addr` and the component.
+/// `-S cli` also links the wasi:cli interfaces that a Rust std component
+/// imports beyond the proxy world (environment, exit).
+pub const WASMTIME_SERVE_ARGS: [&str; 3] = ["serve", "-S", "cli"];
+
+/// The `wasmtime serve` baseline: the CLI and the hello component that
+/// `make bench-tools` builds.
+pub struct WasmtimeServe<'a> {
+    pub wasmtime: &'a Path,
+    pub component: &'a Path,
 }
 
-fn measure_http(pier: &Path, plugin: &Path, secs: u32) -> Result<String> {
-    let (_pier, addr) = start_pier(pier, plugin)?;
+impl WasmtimeServe<'_> {
+    fn skip_reason(&self) -> Option<String> {
+        if !self.wasmtime.is_file() {
+            Some(format!(
+                "skipped: {} is not installed (`make bench-tools` builds wasmtime-cli 48 there once)",
+                self.wasmtime.display()
+            ))
+        } else if !self.component.is_file() {
+            Some(format!("skipped: {} is not built (`make bench-tools` builds it)", self.component.display()))
+        } else {
+            None
+        }
+    }
+}
+
+/// The two HTTP rows: one wrk run against pier's HTTP guest, compared with
+/// a wrk run against the native hyper hello (`pier-bench native-http`) and
+/// one against `wasmtime serve` with the hello component, all back to back
+/// with the same wrk settings. Each baseline is skipped on its own.
+pub fn http_rows(pier: &Path, wasm_dir: &Path, serve: &WasmtimeServe, quick: bool) -> [Pending; 2] {
+    let secs = if quick { 1 } else { 5 };
+    let rows = |hyper: String, wasmtime: String| {
+        [Pending { scenario: HTTP_VS_HYPER, status: hyper }, Pending { scenario: HTTP_VS_WASMTIME, status: wasmtime }]
+    };
+    let plugin = wasm_dir.join("http.wasm");
+    if let Some(why) = skip_reason(&plugin, &["wrk"]) {
+        return rows(why.clone(), why);
+    }
+    let p = match start_pier(pier, &plugin).and_then(|(_pier, addr)| wrk_rps(addr, secs)) {
+        Ok(p) => p,
+        Err(e) => {
+            let e = format!("error: pier: {e:#}");
+            return rows(e.clone(), e);
+        }
+    };
+    let versus = |baseline: Result<(f64, String)>| match baseline {
+        Ok((b, note)) => format!("{p:.0} vs {b:.0} ({:.2}×){note}", p / b),
+        Err(e) => format!("error: {e:#}"),
+    };
+    let hyper = versus(hyper_rps(secs).map(|n| (n, String::new())));
+    let wasmtime = serve
+        .skip_reason()
+        .unwrap_or_else(|| versus(wasmtime_serve_rps(serve, secs).map(|(w, version)| (w, format!(", {version}")))));
+    rows(hyper, wasmtime)
+}
+
+fn hyper_rps(secs: u32) -> Result<f64> {
     let port = free_port()?;
     let me = std::env::current_exe()?;
     let _native = Guard(
@@ -211,9 +273,44 @@ fn measure_http(pier: &Path, plugin: &Path, secs: u32) -> Result<String> {
     );
     let native = SocketAddr::from(([127, 0, 0, 1], port));
     wait_listening(native)?;
-    let p = wrk_rps(addr, secs)?;
-    let n = wrk_rps(native, secs)?;
-    Ok(format!("{p:.0} vs {n:.0} ({:.2}×)", p / n))
+    wrk_rps(native, secs)
+}
+
+/// `wasmtime serve` with its defaults (a fresh instance per request for a
+/// WASIp2 component, the pooling allocator when the machine allows it, no
+/// fuel or epoch limits); returns its req/s and its `--version`.
+fn wasmtime_serve_rps(serve: &WasmtimeServe, secs: u32) -> Result<(f64, String)> {
+    let version = output(Command::new(serve.wasmtime).arg("--version"), Duration::from_secs(10))?;
+    let version = version.split(" (").next().unwrap_or_default().trim().to_string();
+    let port = free_port()?;
+    let mut child = Guard(
+        Command::new(serve.wasmtime)
+            .args(WASMTIME_SERVE_ARGS)
+            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .arg(serve.component)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {} serve", serve.wasmtime.display()))?,
+    );
+    let mut stderr = child.0.stderr.take().context("no stderr")?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if let Some(status) = child.0.try_wait()? {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+            bail!("wasmtime serve exited with {status} before listening: {}", text.trim());
+        }
+        if Instant::now() > deadline {
+            bail!("wasmtime serve is not listening on {addr} after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Past start-up it only logs connections that wrk drops mid-request at
+    // the end of its run (`hyper::Error(IncompleteMessage)`): drain, ignore.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    Ok((wrk_rps(addr, secs)?, version))
 }
 
 #[cfg(test)]

@@ -26,9 +26,10 @@ pub struct RunArgs {
     /// About a second per scenario and 1,000 idle connections: the CI smoke test.
     #[arg(long)]
     pub quick: bool,
-    /// Directory for latest.md, latest.json and latest.svg.
-    #[arg(long, default_value = "bench/results")]
-    pub out: PathBuf,
+    /// Directory for latest.md, latest.json and latest.svg [default:
+    /// bench/results, with --only target/bench-only].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// The pier binary (`make build`).
     #[arg(long, default_value = "target/release/pier")]
     pub pier: PathBuf,
@@ -38,6 +39,28 @@ pub struct RunArgs {
     /// Idle connections to hold [default: 10000, with --quick 1000].
     #[arg(long)]
     pub idle_conns: Option<usize>,
+    /// The `wasmtime` CLI of the `wasmtime serve` row (`make bench-tools`).
+    #[arg(long, default_value = "target/tools/bin/wasmtime")]
+    pub wasmtime: PathBuf,
+    /// The hello `wasi:http` component it serves (`make bench-tools`).
+    #[arg(long, default_value = "target/wasm32-wasip2/release/hello_http.wasm")]
+    pub hello_http: PathBuf,
+    /// Run only these parts, e.g. `--only http` or `--only resp,http`.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Part>,
+}
+
+/// The parts of a run, for `--only`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum Part {
+    /// echo, churn and idle vs the native tokio echo server.
+    Echo,
+    /// The instantiate + new-csa micro-benchmark.
+    Instantiate,
+    /// The RESP guest vs redis-server.
+    Resp,
+    /// The HTTP guest vs native hyper and vs `wasmtime serve`.
+    Http,
 }
 
 /// What to run, derived from the flags.
@@ -176,18 +199,24 @@ pub fn instantiate_microbench(plugin: &Path, iterations: usize) -> Pending {
     Pending { scenario, status }
 }
 
-/// Runs everything; true if every scenario produced numbers for both servers.
+/// Runs everything (or the `--only` parts); true if every echo, churn and
+/// idle scenario run produced numbers for both servers.
 pub async fn run(args: RunArgs) -> Result<bool> {
     let began = Instant::now();
     let nofile = proc::raise_nofile()?;
     let plan = Plan::new(&args);
+    let wants = |part: Part| args.only.is_empty() || args.only.contains(&part);
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(if args.only.is_empty() { "bench/results" } else { "target/bench-only" }));
     for (what, path) in [("the pier binary", &args.pier), ("the echo guest", &args.plugin)] {
         ensure!(path.is_file(), "{what} is not at {}: run `make build` first", path.display());
     }
     // Each idle connection is a socket here; the servers have their own limit.
     let need = plan.idle_conns as u64 + 512;
     ensure!(
-        nofile.now >= need,
+        !wants(Part::Echo) || nofile.now >= need,
         "the open-files limit is {} (hard), too low for {} idle connections: raise it to at least {need} \
          (e.g. `ulimit -Hn {need}` as root, or LimitNOFILE), or pass a smaller --idle-conns",
         nofile.now,
@@ -221,8 +250,71 @@ pub async fn run(args: RunArgs) -> Result<bool> {
     let native_args: Vec<String> = ["native-echo", "--listen", "127.0.0.1:0"].map(String::from).to_vec();
     let me = std::env::current_exe().context("finding pier-bench's own path")?;
 
-    let pier = Server::start("pier", &args.pier, &pier_args).await?;
-    let native = match Server::start("native", &me, &native_args).await {
+    let results =
+        if wants(Part::Echo) { echo_vs_native(&plan, &args, &pier_args, &native_args, &me).await? } else { Vec::new() };
+
+    let rows = report::rows(&results);
+    let iterations = if args.quick { 1_000 } else { 20_000 };
+    let wasm_dir = args.plugin.parent().unwrap_or(Path::new("."));
+    let mut pending = Vec::new();
+    if wants(Part::Instantiate) {
+        pending.push(instantiate_microbench(&args.plugin, iterations));
+    }
+    if wants(Part::Resp) {
+        pending.push(external::resp_vs_redis(&args.pier, wasm_dir, args.quick));
+    }
+    if wants(Part::Http) {
+        let serve = external::WasmtimeServe { wasmtime: &args.wasmtime, component: &args.hello_http };
+        pending.extend(external::http_rows(&args.pier, wasm_dir, &serve, args.quick));
+    }
+    let table = report::table(&rows, &pending);
+    println!("{table}");
+
+    let only = if args.only.is_empty() {
+        String::new()
+    } else {
+        let parts: Vec<String> = args.only.iter().map(|p| format!("{p:?}").to_lowercase()).collect();
+        format!(" --only {}", parts.join(","))
+    };
+    let command = if args.quick || !args.only.is_empty() {
+        let quick = if args.quick { " --quick" } else { "" };
+        format!("pier-bench run{quick}{only} --out {}", out.display())
+    } else {
+        format!("make bench (pier-bench run --out {})", out.display())
+    };
+    let component = args.hello_http.display().to_string();
+    let serve_args: Vec<&str> =
+        external::WASMTIME_SERVE_ARGS.into_iter().chain(["--addr", "127.0.0.1:PORT", &component]).collect();
+    let config = serde_json::json!({
+        "plan": plan,
+        "io_timeout_secs": plan.io_timeout.as_secs_f64(),
+        "pier": { "binary": args.pier, "args": pier_args },
+        "baseline": { "args": native_args },
+        "wasmtime_serve": { "binary": args.wasmtime, "args": serve_args },
+    });
+    let report =
+        Report { mode, command, machine: &machine, config, metrics: &rows, pending: &pending, scenarios: &results };
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    write_atomic(&out.join("latest.md"), &report.markdown(&table))?;
+    write_atomic(&out.join("latest.json"), &(serde_json::to_string_pretty(&report)? + "\n"))?;
+    let title =
+        format!("pier + echo guest vs native tokio echo ({}, {} cores, {mode} run)", machine.date, machine.nproc);
+    write_atomic(&out.join("latest.svg"), &plot::svg(&results, &title)?)?;
+    eprintln!("wrote {}/latest.{{md,json,svg}} in {:.1} s total", out.display(), began.elapsed().as_secs_f64());
+    Ok(!wants(Part::Echo) || report::complete(&results))
+}
+
+/// Starts pier (echo guest) and the native echo server, runs echo, churn
+/// and idle against each, and stops them.
+async fn echo_vs_native(
+    plan: &Plan,
+    args: &RunArgs,
+    pier_args: &[String],
+    native_args: &[String],
+    me: &Path,
+) -> Result<Vec<ScenarioResult>> {
+    let pier = Server::start("pier", &args.pier, pier_args).await?;
+    let native = match Server::start("native", me, native_args).await {
         Ok(server) => server,
         Err(e) => {
             let _ = pier.stop().await;
@@ -233,7 +325,7 @@ pub async fn run(args: RunArgs) -> Result<bool> {
 
     let mut term = signal(SignalKind::terminate())?;
     let outcome = tokio::select! {
-        results = scenarios(&plan, &pier, &native) => Ok(results),
+        results = scenarios(plan, &pier, &native) => Ok(results),
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
         _ = term.recv() => Err(anyhow::anyhow!("terminated")),
     };
@@ -242,40 +334,7 @@ pub async fn run(args: RunArgs) -> Result<bool> {
             eprintln!("warning: {e:#}");
         }
     }
-    let results = outcome?;
-
-    let rows = report::rows(&results);
-    let iterations = if args.quick { 1_000 } else { 20_000 };
-    let wasm_dir = args.plugin.parent().unwrap_or(Path::new("."));
-    let pending = [
-        instantiate_microbench(&args.plugin, iterations),
-        external::resp_vs_redis(&args.pier, wasm_dir, args.quick),
-        external::http_vs_native(&args.pier, wasm_dir, args.quick),
-    ];
-    let table = report::table(&rows, &pending);
-    println!("{table}");
-
-    let command = if args.quick {
-        format!("pier-bench run --quick --out {}", args.out.display())
-    } else {
-        format!("make bench (pier-bench run --out {})", args.out.display())
-    };
-    let config = serde_json::json!({
-        "plan": plan,
-        "io_timeout_secs": plan.io_timeout.as_secs_f64(),
-        "pier": { "binary": args.pier, "args": pier_args },
-        "baseline": { "args": native_args },
-    });
-    let report =
-        Report { mode, command, machine: &machine, config, metrics: &rows, pending: &pending, scenarios: &results };
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    write_atomic(&args.out.join("latest.md"), &report.markdown(&table))?;
-    write_atomic(&args.out.join("latest.json"), &(serde_json::to_string_pretty(&report)? + "\n"))?;
-    let title =
-        format!("pier + echo guest vs native tokio echo ({}, {} cores, {mode} run)", machine.date, machine.nproc);
-    write_atomic(&args.out.join("latest.svg"), &plot::svg(&results, &title)?)?;
-    eprintln!("wrote {}/latest.{{md,json,svg}} in {:.1} s total", args.out.display(), began.elapsed().as_secs_f64());
-    Ok(report::complete(&results))
+    outcome
 }
 
 /// Every scenario, each against pier then the baseline.
