@@ -261,7 +261,7 @@ pub async fn run(args: RunArgs) -> Result<bool> {
         pending.push(instantiate_microbench(&args.plugin, iterations));
     }
     if wants(Part::Resp) {
-        pending.push(external::resp_vs_redis(&args.pier, wasm_dir, args.quick));
+        pending.extend(external::resp_vs_redis(&args.pier, wasm_dir, args.quick));
     }
     if wants(Part::Http) {
         let serve = external::WasmtimeServe { wasmtime: &args.wasmtime, component: &args.hello_http };
