@@ -426,7 +426,7 @@ fn client(session: &mut Session, args: &[&[u8]], reply: &mut Reply) {
 mod tests {
     use super::*;
     use crate::db::memory::Memory;
-    use crate::db::{NoStore, store_key};
+    use crate::db::{NoStore, Turn, store_key};
     use crate::parse::split_args;
 
     /// A connection on an in-memory store, with a clock the test moves.
@@ -447,7 +447,8 @@ mod tests {
             let args = split_args(line.as_bytes()).expect("balanced quotes");
             let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
             let mut reply = Reply::default();
-            let next = run(&Db::new(&self.kv, self.now), &mut self.session, &args, &mut reply);
+            let turn = Turn::fixed(self.now);
+            let next = run(&Db::new(&self.kv, &turn), &mut self.session, &args, &mut reply);
             (String::from_utf8_lossy(&reply.bytes()).into_owned(), next)
         }
     }
@@ -506,7 +507,7 @@ mod tests {
         c.now += 600;
         assert_eq!(c.run("get k"), "$-1\r\n");
         assert_eq!(c.run("ttl k"), ":-2\r\n");
-        assert!(c.kv.0.borrow().is_empty(), "expired lazily, deadline included");
+        assert!(c.kv.keys().is_empty(), "expired lazily, deadline included");
 
         assert_eq!(c.run("set k v px 200"), "+OK\r\n");
         assert_eq!(c.run("pttl k"), ":200\r\n");
@@ -625,7 +626,8 @@ mod tests {
         let c = Conn::default();
         let mut session = Session::default();
         let mut reply = Reply::default();
-        let db = Db::new(&c.kv, 0);
+        let turn_db = Turn::fixed(0);
+        let db = Db::new(&c.kv, &turn_db);
         run(&db, &mut session, &[b"SET", b"\xff\r\n", b"\0\r\n"], &mut reply);
         run(&db, &mut session, &[b"GET", b"\xff\r\n"], &mut reply);
         assert_eq!(reply.bytes(), b"+OK\r\n$3\r\n\0\r\n\r\n");
@@ -636,7 +638,8 @@ mod tests {
     fn without_a_store_data_commands_answer_an_error() {
         let mut session = Session::default();
         let mut reply = Reply::default();
-        let db = Db::new(&NoStore, 0);
+        let turn_db = Turn::fixed(0);
+        let db = Db::new(&NoStore, &turn_db);
         run(&db, &mut session, &[b"GET", b"k"], &mut reply);
         run(&db, &mut session, &[b"INCR", b"k"], &mut reply);
         run(&db, &mut session, &[b"PING"], &mut reply);

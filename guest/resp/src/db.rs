@@ -5,7 +5,8 @@
 //! decimal text) is kept under a companion key, `"\0ttl:" + key`, and checked
 //! whenever the key is touched; an expired key is deleted then (Redis's lazy
 //! expiry, without the active cycle: an expired key nobody touches stays in
-//! memory).
+//! memory). Until some key gets a deadline, a mark key is absent and no
+//! deadline is looked up or cleared at all (see `DEADLINE_MARK`).
 //!
 //! The bucket offers no compare-and-set, so only INCR and friends (the atomic
 //! increment) are atomic across connections; SET NX/XX, APPEND and the
@@ -14,6 +15,7 @@
 use pier_guest::keyvalue::atomics;
 use pier_guest::keyvalue::store::{Bucket, Error};
 use std::borrow::Cow;
+use std::cell::Cell;
 
 /// The store operations the commands use: `wasi:keyvalue`'s, with pier's
 /// signed increment. A trait so that the commands can be unit-tested on the
@@ -88,6 +90,11 @@ pub fn store_key(key: &[u8]) -> Cow<'_, str> {
     }
 }
 
+/// A stored deadline: decimal ms since the epoch.
+fn parse_deadline(text: Option<Vec<u8>>) -> Option<i64> {
+    std::str::from_utf8(&text?).ok()?.parse().ok()
+}
+
 fn ttl_key(key: &str) -> String {
     format!("\0ttl:{key}")
 }
@@ -112,32 +119,102 @@ pub enum Ttl {
     Until(i64),
 }
 
-/// The bucket seen at one instant: `now` (ms since the epoch) decides what
-/// has expired. One reading of the clock per batch of pipelined commands,
-/// as Redis caches its clock per event-loop turn.
+/// Marks that some key of the bucket has, or once had, a deadline. It is
+/// written before the first deadline and never removed, so while it is
+/// absent no key has a deadline: GET needs no deadline lookup and SET no
+/// deadline to clear, one store call per command instead of two.
+const DEADLINE_MARK: &str = "\0ttl-used";
+
+/// One turn of the connection's loop (a batch of pipelined commands): the
+/// clock and the deadline mark, each read at most once, when a command
+/// first needs it, as Redis reads its clock once per event-loop turn.
+/// (A deadline another connection sets during the turn may go unseen until
+/// the next one: a window of microseconds, like the read-then-write of
+/// SET NX noted above.)
+pub struct Turn {
+    read: fn() -> i64,
+    now: Cell<Option<i64>>,
+    deadlines: Cell<Option<bool>>,
+}
+
+impl Turn {
+    pub fn new(read: fn() -> i64) -> Self {
+        Turn { read, now: Cell::new(None), deadlines: Cell::new(None) }
+    }
+
+    /// A turn whose clock is stopped at `ms`, for tests.
+    #[cfg(test)]
+    pub fn fixed(ms: i64) -> Self {
+        Turn {
+            read: || unreachable!("a fixed clock is never read"),
+            now: Cell::new(Some(ms)),
+            deadlines: Cell::new(None),
+        }
+    }
+
+    /// Milliseconds since the Unix epoch.
+    fn now(&self) -> i64 {
+        match self.now.get() {
+            Some(ms) => ms,
+            None => {
+                let ms = (self.read)();
+                self.now.set(Some(ms));
+                ms
+            }
+        }
+    }
+}
+
+/// The bucket seen in one turn: its clock decides what has expired.
 pub struct Db<'a, K: Kv + ?Sized> {
     kv: &'a K,
-    now: i64,
+    turn: &'a Turn,
 }
 
 impl<'a, K: Kv + ?Sized> Db<'a, K> {
-    pub fn new(kv: &'a K, now: i64) -> Self {
-        Db { kv, now }
+    pub fn new(kv: &'a K, turn: &'a Turn) -> Self {
+        Db { kv, turn }
     }
 
     pub fn now(&self) -> i64 {
-        self.now
+        self.turn.now()
+    }
+
+    /// Whether any key may have a deadline (the mark, read once a turn).
+    fn deadlines_possible(&self) -> Result<bool, Error> {
+        if let Some(known) = self.turn.deadlines.get() {
+            return Ok(known);
+        }
+        let marked = self.kv.exists(DEADLINE_MARK)?;
+        self.turn.deadlines.set(Some(marked));
+        Ok(marked)
+    }
+
+    /// Stores a key's deadline, marking the bucket first.
+    fn store_deadline(&self, key: &str, at: i64) -> Result<(), Error> {
+        if self.turn.deadlines.get() != Some(true) {
+            self.kv.set(DEADLINE_MARK, b"1")?;
+            self.turn.deadlines.set(Some(true));
+        }
+        self.kv.set(&ttl_key(key), at.to_string().as_bytes())
+    }
+
+    /// Removes a key's deadline, if any key may have one.
+    fn clear_deadline(&self, key: &str) -> Result<(), Error> {
+        if self.deadlines_possible()? { self.kv.delete(&ttl_key(key)) } else { Ok(()) }
     }
 
     fn deadline(&self, key: &str) -> Result<Option<i64>, Error> {
-        let text = self.kv.get(&ttl_key(key))?;
-        Ok(text.and_then(|t| std::str::from_utf8(&t).ok()?.parse().ok()))
+        if !self.deadlines_possible()? {
+            return Ok(None);
+        }
+        Ok(parse_deadline(self.kv.get(&ttl_key(key))?))
     }
 
-    /// Deletes the key (stored form) if its deadline has passed; true if so.
-    fn expire_if_due(&self, key: &str) -> Result<bool, Error> {
-        match self.deadline(key)? {
-            Some(at) if at <= self.now => {
+    /// Deletes the key (stored form) if `deadline` has passed; true if so.
+    fn expire_if_due(&self, key: &str, deadline: Option<i64>) -> Result<bool, Error> {
+        match deadline {
+            Some(at) if at <= self.now() => {
                 self.kv.delete(key)?;
                 self.kv.delete(&ttl_key(key))?;
                 Ok(true)
@@ -150,23 +227,23 @@ impl<'a, K: Kv + ?Sized> Db<'a, K> {
         let key = store_key(key);
         // The value first: a missing key needs no deadline lookup.
         match self.kv.get(&key)? {
-            Some(value) if !self.expire_if_due(&key)? => Ok(Some(value)),
+            Some(value) if !self.expire_if_due(&key, self.deadline(&key)?)? => Ok(Some(value)),
             _ => Ok(None),
         }
     }
 
     pub fn exists(&self, key: &[u8]) -> Result<bool, Error> {
         let key = store_key(key);
-        Ok(self.kv.exists(&key)? && !self.expire_if_due(&key)?)
+        Ok(self.kv.exists(&key)? && !self.expire_if_due(&key, self.deadline(&key)?)?)
     }
 
     pub fn set(&self, key: &[u8], value: &[u8], expiry: Expiry) -> Result<(), Error> {
         let key = store_key(key);
         self.kv.set(&key, value)?;
         match expiry {
-            Expiry::Clear => self.kv.delete(&ttl_key(&key)),
+            Expiry::Clear => self.clear_deadline(&key),
             Expiry::Keep => Ok(()),
-            Expiry::At(at) => self.kv.set(&ttl_key(&key), at.to_string().as_bytes()),
+            Expiry::At(at) => self.store_deadline(&key, at),
         }
     }
 
@@ -176,7 +253,7 @@ impl<'a, K: Kv + ?Sized> Db<'a, K> {
         if existed {
             let key = store_key(key);
             self.kv.delete(&key)?;
-            self.kv.delete(&ttl_key(&key))?;
+            self.clear_deadline(&key)?;
         }
         Ok(existed)
     }
@@ -203,12 +280,12 @@ impl<'a, K: Kv + ?Sized> Db<'a, K> {
     pub fn set_deadline(&self, key: &[u8], at: Option<i64>) -> Result<(), Error> {
         let key = store_key(key);
         match at {
-            Some(at) if at <= self.now => {
+            Some(at) if at <= self.now() => {
                 self.kv.delete(&key)?;
-                self.kv.delete(&ttl_key(&key))
+                self.clear_deadline(&key)
             }
-            Some(at) => self.kv.set(&ttl_key(&key), at.to_string().as_bytes()),
-            None => self.kv.delete(&ttl_key(&key)),
+            Some(at) => self.store_deadline(&key, at),
+            None => self.clear_deadline(&key),
         }
     }
 }
@@ -217,29 +294,49 @@ impl<'a, K: Kv + ?Sized> Db<'a, K> {
 pub mod memory {
     //! An in-memory `Kv` with the host's semantics, for unit tests.
 
-    use super::{Error, Kv};
-    use std::cell::RefCell;
+    use super::{DEADLINE_MARK, Error, Kv};
+    use std::cell::{Cell, RefCell};
     use std::collections::HashMap;
 
+    /// The keys and values, and how many store calls were made (each one a
+    /// host call on pier).
     #[derive(Default)]
-    pub struct Memory(pub RefCell<HashMap<String, Vec<u8>>>);
+    pub struct Memory(pub RefCell<HashMap<String, Vec<u8>>>, pub Cell<usize>);
+
+    impl Memory {
+        fn call(&self) {
+            self.1.set(self.1.get() + 1);
+        }
+
+        /// The keys a Redis client put there (not the deadline mark).
+        pub fn keys(&self) -> Vec<String> {
+            let mut keys: Vec<String> = self.0.borrow().keys().filter(|k| *k != DEADLINE_MARK).cloned().collect();
+            keys.sort();
+            keys
+        }
+    }
 
     impl Kv for Memory {
         fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+            self.call();
             Ok(self.0.borrow().get(key).cloned())
         }
         fn set(&self, key: &str, value: &[u8]) -> Result<(), Error> {
+            self.call();
             self.0.borrow_mut().insert(key.to_string(), value.to_vec());
             Ok(())
         }
         fn delete(&self, key: &str) -> Result<(), Error> {
+            self.call();
             self.0.borrow_mut().remove(key);
             Ok(())
         }
         fn exists(&self, key: &str) -> Result<bool, Error> {
+            self.call();
             Ok(self.0.borrow().contains_key(key))
         }
         fn increment(&self, key: &str, delta: i64) -> Result<i64, Error> {
+            self.call();
             // The same checks and messages as pier's provider (host/src/keyvalue.rs).
             let mut data = self.0.borrow_mut();
             let current = match data.get(key) {
@@ -275,27 +372,52 @@ mod tests {
     #[test]
     fn expiry_is_lazy_and_set_clears_it() {
         let kv = Memory::default();
-        let db = Db::new(&kv, 1_000);
+        let turn_db = Turn::fixed(1_000);
+        let db = Db::new(&kv, &turn_db);
         db.set(b"k", b"v", Expiry::At(1_500)).unwrap();
         assert_eq!(db.ttl(b"k").unwrap(), Ttl::Until(1_500));
-        assert_eq!(Db::new(&kv, 1_499).get(b"k").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(Db::new(&kv, &Turn::fixed(1_499)).get(b"k").unwrap(), Some(b"v".to_vec()));
         assert!(kv.0.borrow().contains_key("\0ttl:k"));
-        let later = Db::new(&kv, 1_500);
+        let turn_later = Turn::fixed(1_500);
+        let later = Db::new(&kv, &turn_later);
         assert_eq!(later.get(b"k").unwrap(), None);
-        assert!(kv.0.borrow().is_empty(), "the key and its deadline are gone");
+        assert!(kv.keys().is_empty(), "the key and its deadline are gone");
         db.set(b"k", b"v", Expiry::At(1_500)).unwrap();
         db.set(b"k", b"w", Expiry::Clear).unwrap();
-        assert_eq!(Db::new(&kv, 9_999).get(b"k").unwrap(), Some(b"w".to_vec()));
+        assert_eq!(Db::new(&kv, &Turn::fixed(9_999)).get(b"k").unwrap(), Some(b"w".to_vec()));
+    }
+
+    #[test]
+    fn until_a_deadline_is_set_commands_make_one_store_call() {
+        let kv = Memory::default();
+        let turn = Turn::fixed(0);
+        let db = Db::new(&kv, &turn);
+        db.set(b"a", b"1", Expiry::Clear).unwrap();
+        assert_eq!(kv.1.get(), 2, "the set, and one look for the mark per turn");
+        db.set(b"b", b"2", Expiry::Clear).unwrap();
+        assert_eq!(db.get(b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(kv.1.get(), 4, "then one call per command");
+        // A deadline marks the bucket; from then on deadlines are looked up
+        // and cleared, in this turn and the next.
+        db.set(b"c", b"3", Expiry::At(5)).unwrap();
+        db.set(b"c", b"4", Expiry::Clear).unwrap();
+        db.set(b"d", b"5", Expiry::At(5)).unwrap();
+        let later = Turn::fixed(5);
+        let db = Db::new(&kv, &later);
+        assert_eq!(db.get(b"c").unwrap(), Some(b"4".to_vec()), "SET cleared the deadline");
+        assert_eq!(db.get(b"d").unwrap(), None, "expired");
+        assert_eq!(kv.keys(), ["a", "b", "c"]);
     }
 
     #[test]
     fn an_expired_counter_starts_again() {
         let kv = Memory::default();
-        let db = Db::new(&kv, 0);
+        let turn_db = Turn::fixed(0);
+        let db = Db::new(&kv, &turn_db);
         assert_eq!(db.increment(b"n", 5).ok(), Some(5));
         db.set_deadline(b"n", Some(10)).unwrap();
         assert_eq!(db.increment(b"n", 1).ok(), Some(6), "the deadline stays");
         assert_eq!(db.ttl(b"n").unwrap(), Ttl::Until(10));
-        assert_eq!(Db::new(&kv, 10).increment(b"n", 1).ok(), Some(1));
+        assert_eq!(Db::new(&kv, &Turn::fixed(10)).increment(b"n", 1).ok(), Some(1));
     }
 }

@@ -21,7 +21,7 @@ mod parse;
 mod reply;
 
 use commands::{Next, Session};
-use db::{Db, NoStore};
+use db::{Db, NoStore, Turn};
 use parse::{Parsed, Parser};
 use pier_guest::keyvalue::store::{self, Bucket};
 use pier_guest::{ConnectionInfo, Handler, Outbox};
@@ -59,7 +59,7 @@ impl Resp {
     /// Answers the commands in the buffer until it holds no complete one,
     /// the output stalls, or the connection is closing.
     fn serve(&mut self, out: &mut Outbox) {
-        let now = now_ms();
+        let turn = Turn::new(now_ms);
         let mut reply = Reply::default();
         let mut at = 0;
         let mut need = 0;
@@ -71,8 +71,8 @@ impl Resp {
                     let args: Vec<&[u8]> = args.iter().map(AsRef::as_ref).collect();
                     let session = &mut self.session;
                     let next = match &self.bucket {
-                        Some(bucket) => commands::run(&Db::new(bucket, now), session, &args, &mut reply),
-                        None => commands::run(&Db::new(&NoStore, now), session, &args, &mut reply),
+                        Some(bucket) => commands::run(&Db::new(bucket, &turn), session, &args, &mut reply),
+                        None => commands::run(&Db::new(&NoStore, &turn), session, &args, &mut reply),
                     };
                     self.closing = next == Next::Quit;
                     if reply.len() >= SEND_AT {
