@@ -5,7 +5,8 @@
 //!
 //! Scenarios alternate between the servers (pier, then native, for each
 //! scenario) so that a noisy neighbour on a shared machine skews both sides
-//! of a ratio alike rather than one server's whole column.
+//! of a ratio alike rather than one server's whole column; the timed ones
+//! run three such rounds and report the round with the median ratio.
 
 use crate::load::{self, ChurnParams, EchoParams, IdleParams, Window};
 use crate::report::{self, Kind, Machine, Measured, Outcome, Pending, Report, ScenarioResult};
@@ -67,6 +68,8 @@ pub enum Part {
 #[derive(Debug, serde::Serialize)]
 struct Plan {
     window: Window,
+    /// Rounds of each timed scenario; the median-ratio round is reported.
+    rounds: usize,
     echo_conns: usize,
     echo_sizes: [usize; 2],
     churn_clients: usize,
@@ -86,10 +89,11 @@ impl Plan {
         let (window, idle_default) = if args.quick {
             (Window { warmup: Duration::from_millis(200), measure: Duration::from_secs(1) }, 1_000)
         } else {
-            (Window { warmup: Duration::from_secs(1), measure: Duration::from_secs(5) }, 10_000)
+            (Window { warmup: Duration::from_secs(1), measure: Duration::from_secs(3) }, 10_000)
         };
         Plan {
             window,
+            rounds: if args.quick { 1 } else { 3 },
             echo_conns: 64,
             echo_sizes: [64, 4096],
             churn_clients: 32,
@@ -228,8 +232,8 @@ pub async fn run(args: RunArgs) -> Result<bool> {
     let machine = Machine::probe(nofile);
     let mode = if args.quick { "quick" } else { "full" };
     eprintln!(
-        "pier-bench: {mode} run, {:?} per timed scenario (+{:?} warm-up), {} idle connections; open files {}",
-        plan.window.measure, plan.window.warmup, plan.idle_conns, nofile.now
+        "pier-bench: {mode} run, {} round(s) of {:?} (+{:?} warm-up) per timed scenario and server, {} idle connections; open files {}",
+        plan.rounds, plan.window.measure, plan.window.warmup, plan.idle_conns, nofile.now
     );
 
     let plugin = args.plugin.display().to_string();
@@ -337,19 +341,22 @@ async fn echo_vs_native(
     outcome
 }
 
-/// Every scenario, each against pier then the baseline.
+/// Every scenario, each against pier then the baseline. The timed ones run
+/// in rounds (pier, baseline, pier, baseline...) and report the round with
+/// the median ratio, so that a noisy neighbour's burst during one round
+/// does not become the result.
 async fn scenarios(plan: &Plan, pier: &Server, native: &Server) -> Vec<ScenarioResult> {
     let mut results = Vec::new();
     for size in plan.echo_sizes {
         let size_name = if size >= 1024 { format!("{} KiB", size / 1024) } else { format!("{size} B") };
         let p = EchoParams { conns: plan.echo_conns, size, window: plan.window, io_timeout: plan.io_timeout };
         let label = format!("echo {size_name} × {} conns", p.conns);
-        let [pier_r, native_r] = [pier, native].map(|s| {
+        let (pier_r, native_r) = median_round(plan, pier, native, |s| {
             measure(plan, &label, s, plan.timed_limit(), async move {
                 Ok(Measured::Echo(load::echo(s.addr, p, Some(s.pid)).await?))
             })
-        });
-        let (pier_r, native_r) = (pier_r.await, native_r.await);
+        })
+        .await;
         results.push(ScenarioResult {
             short: format!("echo {size_name}"),
             label,
@@ -361,12 +368,10 @@ async fn scenarios(plan: &Plan, pier: &Server, native: &Server) -> Vec<ScenarioR
 
     let p = ChurnParams { clients: plan.churn_clients, window: plan.window, io_timeout: plan.io_timeout };
     let label = format!("churn × {} clients", p.clients);
-    let pier_r = measure(plan, &label, pier, plan.timed_limit(), async {
-        Ok(Measured::Churn(load::churn(pier.addr, p, Some(pier.pid)).await?))
-    })
-    .await;
-    let native_r = measure(plan, &label, native, plan.timed_limit(), async {
-        Ok(Measured::Churn(load::churn(native.addr, p, Some(native.pid)).await?))
+    let (pier_r, native_r) = median_round(plan, pier, native, |s| {
+        measure(plan, &label, s, plan.timed_limit(), async move {
+            Ok(Measured::Churn(load::churn(s.addr, p, Some(s.pid)).await?))
+        })
     })
     .await;
     results.push(ScenarioResult { short: "churn".into(), label, kind: Kind::Churn, pier: pier_r, native: native_r });
@@ -390,6 +395,37 @@ async fn scenarios(plan: &Plan, pier: &Server, native: &Server) -> Vec<ScenarioR
     .await;
     results.push(ScenarioResult { short: "idle".into(), label, kind: Kind::Idle, pier: pier_r, native: native_r });
     results
+}
+
+/// Runs `one` against pier, then the baseline, `plan.rounds` times, and
+/// returns the round whose pier/baseline throughput ratio is the median
+/// (a round with an error is returned as soon as it happens).
+async fn median_round<'s, F, Fut>(plan: &Plan, pier: &'s Server, native: &'s Server, one: F) -> (Outcome, Outcome)
+where
+    F: Fn(&'s Server) -> Fut,
+    Fut: Future<Output = Outcome>,
+{
+    let mut rounds = Vec::new();
+    for _ in 0..plan.rounds {
+        let (p, n) = (one(pier).await, one(native).await);
+        let ratio = match (&p, &n) {
+            (Ok(p), Ok(n)) => throughput(p) / throughput(n),
+            _ => return (p, n),
+        };
+        rounds.push((ratio, p, n));
+    }
+    rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (_, p, n) = rounds.swap_remove(rounds.len() / 2);
+    (p, n)
+}
+
+/// What a round is ranked by: messages or connections per second.
+fn throughput(m: &Measured) -> f64 {
+    match m {
+        Measured::Echo(s) => s.msgs_per_sec,
+        Measured::Churn(s) => s.conns_per_sec,
+        Measured::Idle(s) => s.conns as f64,
+    }
 }
 
 /// Runs one scenario against one server within `limit`, logs a one-line
