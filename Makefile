@@ -50,7 +50,7 @@ test: build
 	$(CARGO) test --release -p pier-guest -p resp -p http-server -p pier-bench
 	$(MAKE) bench-smoke
 
-## bench: pier + echo guest vs a native tokio echo, one run (~1 min); prints the
+## bench: pier + echo guest vs a native tokio echo, one run (~2 min); prints the
 ## table and writes bench/results/latest.{md,json,svg}
 bench: build bench-tools
 	$(CARGO) build --release -p pier-bench
