@@ -164,10 +164,10 @@ pub fn resp_vs_redis(pier: &Path, wasm_dir: &Path, quick: bool) -> [Pending; 2] 
         })
     };
     [
-        row("RESP guest (pier --workers 1) vs redis-server (one thread): SET/GET req/s, -c 50 (and -P 16) (↑)", &[
-            "--workers",
-            "1",
-        ]),
+        row(
+            "RESP guest (pier --workers 1) vs redis-server (one thread): SET/GET req/s, -c 50 (and -P 16) (↑)",
+            &["--workers", "1"],
+        ),
         row("RESP guest (pier, a worker per core) vs redis-server: SET/GET req/s, -c 50 (and -P 16) (↑)", &[]),
     ]
 }

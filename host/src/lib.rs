@@ -16,7 +16,8 @@
 //!   the host side of its imports.
 //! - `backplane`, `keyvalue`: the services shared between connections.
 //! - [`events`]: the `NewCsa` / `ShutdownCsa` stream for embedders.
-//! - [`Server`]: ties them together and carries out `serverShutdown`.
+//! - [`Server`]: ties them together and carries out `serverShutdown`;
+//!   `os_limits`: the kernel limits it checks at start-up.
 //! - [`measure`]: the instantiate micro-benchmark behind `make bench`.
 //!
 //! # Embedding
@@ -54,6 +55,7 @@ mod guest_log;
 mod keyvalue;
 mod listener;
 pub mod measure;
+mod os_limits;
 mod outbox;
 mod plugin;
 mod server;
@@ -62,8 +64,9 @@ mod state;
 pub use config::{ListenAddr, ListenerConfig, ServerConfig};
 pub use csa::READ_CHUNK;
 pub use events::{ServerEvent, ShutdownReason};
+pub use os_limits::raise_open_files_limit;
 pub use outbox::{CsaHandle, SendError};
-pub use server::{Server, ShutdownHandle, raise_open_files_limit};
+pub use server::{Server, ShutdownHandle};
 
 /// Validates a plugin as `pier check` does, without binding anything, and
 /// describes its world, imports and exports.
