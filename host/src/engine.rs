@@ -63,6 +63,11 @@ pub fn build(pool: PoolSize) -> anyhow::Result<Engine> {
         .memory_reservation_for_growth(0)
         .max_wasm_stack(512 << 10)
         .async_stack_size(1 << 20);
+    // For profiling handlers: perf reads /tmp/perf-PID.map and names the
+    // guests' functions instead of showing bare addresses.
+    if std::env::var_os("PIER_PERF_MAP").is_some_and(|v| v == "1") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     let engine = Engine::new(&config)?;
     start_epoch_ticker(&engine)?;
     Ok(engine)
