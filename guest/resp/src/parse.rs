@@ -158,7 +158,13 @@ pub fn integer(text: &[u8]) -> Option<i64> {
     if !canonical {
         return None;
     }
-    std::str::from_utf8(text).ok()?.parse().ok()
+    // Accumulated downwards, so that i64::MIN, which has no positive
+    // counterpart, fits; every length and count of every request comes here.
+    let mut n: i64 = 0;
+    for &d in digits {
+        n = n.checked_mul(10)?.checked_sub(i64::from(d - b'0'))?;
+    }
+    if digits.len() == text.len() { n.checked_neg() } else { Some(n) }
 }
 
 fn parse_inline(buf: &[u8]) -> Result<Parsed<'_>, ProtocolError> {
@@ -412,11 +418,12 @@ mod tests {
     #[test]
     fn redis_integers() {
         for (text, value) in
-            [("0", Some(0)), ("42", Some(42)), ("-7", Some(-7)), ("-9223372036854775808", Some(i64::MIN))]
+            [("0", Some(0)), ("42", Some(42)), ("-7", Some(-7)), ("-9223372036854775808", Some(i64::MIN)),
+             ("9223372036854775807", Some(i64::MAX))]
         {
             assert_eq!(integer(text.as_bytes()), value, "{text}");
         }
-        for bad in ["", "-", "+1", "01", "-0", " 1", "1 ", "1.5", "9223372036854775808", "0x10"] {
+        for bad in ["", "-", "+1", "01", "-0", " 1", "1 ", "1.5", "9223372036854775808", "-9223372036854775809", "0x10"] {
             assert_eq!(integer(bad.as_bytes()), None, "{bad:?}");
         }
     }

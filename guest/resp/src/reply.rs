@@ -5,8 +5,6 @@
 //! own instead of being copied: a handler's memory is limited, and a 16 MiB
 //! GET must not need 32 MiB.
 
-use std::io::Write;
-
 /// Values at least this long are moved into their own part, not copied.
 const OWN_PART: usize = 64 << 10;
 
@@ -41,19 +39,13 @@ impl Reply {
         self.tail().extend_from_slice(bytes);
     }
 
-    /// A line `<kind><text>\r\n`, written without an intermediate string.
-    fn line(&mut self, kind: u8, text: std::fmt::Arguments) {
-        let tail = self.tail();
-        let before = tail.len();
-        tail.push(kind);
-        tail.write_fmt(text).expect("writing to a Vec cannot fail");
-        tail.extend_from_slice(b"\r\n");
-        self.len += tail.len() - before;
-    }
-
     /// `+OK`, `+PONG`: a status.
     pub fn simple(&mut self, text: &str) {
-        self.line(b'+', format_args!("{text}"));
+        self.len += text.len() + 3;
+        let tail = self.tail();
+        tail.push(b'+');
+        tail.extend_from_slice(text.as_bytes());
+        tail.extend_from_slice(b"\r\n");
     }
 
     pub fn ok(&mut self) {
@@ -73,7 +65,33 @@ impl Reply {
     }
 
     pub fn int(&mut self, n: i64) {
-        self.line(b':', format_args!("{n}"));
+        self.number_line(b':', n);
+    }
+
+    /// `<kind><n>\r\n` for the integers, lengths and counts of nearly every
+    /// reply, without the formatting machinery (a tenth of the guest's time
+    /// at pipelined GETs went there).
+    fn number_line(&mut self, kind: u8, n: i64) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut rest = n.unsigned_abs();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        let tail = self.tail();
+        let before = tail.len();
+        tail.push(kind);
+        if n < 0 {
+            tail.push(b'-');
+        }
+        tail.extend_from_slice(&digits[at..]);
+        tail.extend_from_slice(b"\r\n");
+        self.len += tail.len() - before;
     }
 
     /// The null bulk string, Redis's "no such key".
@@ -82,7 +100,7 @@ impl Reply {
     }
 
     pub fn bulk(&mut self, value: &[u8]) {
-        self.line(b'$', format_args!("{}", value.len()));
+        self.number_line(b'$', value.len() as i64);
         self.put(value);
         self.put(b"\r\n");
     }
@@ -92,7 +110,7 @@ impl Reply {
         if value.len() < OWN_PART {
             return self.bulk(&value);
         }
-        self.line(b'$', format_args!("{}", value.len()));
+        self.number_line(b'$', value.len() as i64);
         self.len += value.len();
         self.parts.push(value);
         self.parts.push(Vec::new());
@@ -109,7 +127,7 @@ impl Reply {
 
     /// The header of an array of `n` replies, which the caller then writes.
     pub fn array(&mut self, n: usize) {
-        self.line(b'*', format_args!("{n}"));
+        self.number_line(b'*', n as i64);
     }
 }
 
@@ -131,12 +149,14 @@ mod tests {
         r.ok();
         r.simple("PONG");
         r.int(-15);
+        r.int(0);
+        r.int(i64::MIN);
         r.nil();
         r.array(2);
         r.bulk(b"v");
         r.bulk(b"");
         r.error("ERR unknown command 'a\r\nb'");
-        let want = b"+OK\r\n+PONG\r\n:-15\r\n$-1\r\n*2\r\n$1\r\nv\r\n$0\r\n\r\n-ERR unknown command 'a  b'\r\n";
+        let want = b"+OK\r\n+PONG\r\n:-15\r\n:0\r\n:-9223372036854775808\r\n$-1\r\n*2\r\n$1\r\nv\r\n$0\r\n\r\n-ERR unknown command 'a  b'\r\n";
         assert_eq!(r.bytes(), want);
         assert_eq!(r.len(), want.len());
         assert_eq!(r.take().len(), 1, "small replies share one part");
