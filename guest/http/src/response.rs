@@ -45,14 +45,21 @@ impl Response {
             431 => "Request Header Fields Too Large",
             _ => "Error",
         };
-        let head = format!(
-            "HTTP/1.1 {} {reason}\r\nServer: pier\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\n",
-            self.status,
-            self.content_type,
-            self.body.len(),
-            if keep_alive { "keep-alive" } else { "close" },
-        );
-        out.extend_from_slice(head.as_bytes());
+        // Written piece by piece: `format!` here was a quarter of the
+        // guest's time per request.
+        out.extend_from_slice(b"HTTP/1.1 ");
+        push_decimal(out, u64::from(self.status));
+        out.push(b' ');
+        out.extend_from_slice(reason.as_bytes());
+        out.extend_from_slice(b"\r\nServer: pier\r\nContent-Type: ");
+        out.extend_from_slice(self.content_type.as_bytes());
+        out.extend_from_slice(b"\r\nContent-Length: ");
+        push_decimal(out, self.body.len() as u64);
+        out.extend_from_slice(if keep_alive {
+            b"\r\nConnection: keep-alive\r\n"
+        } else {
+            b"\r\nConnection: close\r\n"
+        });
         if self.allow {
             out.extend_from_slice(b"Allow: GET, HEAD\r\n");
         }
@@ -61,6 +68,22 @@ impl Response {
             out.extend_from_slice(self.body);
         }
     }
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// The response for a method and a path.
@@ -95,6 +118,29 @@ mod tests {
         assert_eq!(status("DELETE", "/nope"), 404);
         assert_eq!(status("POST", "/"), 405);
         assert_eq!(status("get", "/"), 405, "methods are case-sensitive");
+    }
+
+    #[test]
+    fn hello_byte_for_byte() {
+        let mut out = Vec::new();
+        route("GET", "/hello").encode(&mut out, true, false);
+        let want = "HTTP/1.1 200 OK\r\nServer: pier\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                    Content-Length: 14\r\nConnection: keep-alive\r\n\r\nHello, world!\n";
+        assert_eq!(String::from_utf8(out).unwrap(), want);
+        let mut out = Vec::new();
+        route("HEAD", "/").encode(&mut out, false, true);
+        let text = String::from_utf8(out).unwrap();
+        let length = format!("Content-Length: {}\r\n", INDEX.len());
+        assert!(text.contains(&length) && text.ends_with("Connection: close\r\n\r\n"), "{text}");
+    }
+
+    #[test]
+    fn decimals() {
+        for n in [0, 7, 10, 431, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
     }
 
     #[test]
