@@ -45,16 +45,16 @@ impl Response {
             431 => "Request Header Fields Too Large",
             _ => "Error",
         };
-        // Written piece by piece: `format!` here was a quarter of the
-        // guest's time per request.
+        // Written piece by piece, numbers by `itoa`: `format!` here was a
+        // quarter of the guest's time per request.
         out.extend_from_slice(b"HTTP/1.1 ");
-        push_decimal(out, u64::from(self.status));
+        out.extend_from_slice(itoa::Buffer::new().format(self.status).as_bytes());
         out.push(b' ');
         out.extend_from_slice(reason.as_bytes());
         out.extend_from_slice(b"\r\nServer: pier\r\nContent-Type: ");
         out.extend_from_slice(self.content_type.as_bytes());
         out.extend_from_slice(b"\r\nContent-Length: ");
-        push_decimal(out, self.body.len() as u64);
+        out.extend_from_slice(itoa::Buffer::new().format(self.body.len()).as_bytes());
         out.extend_from_slice(if keep_alive {
             b"\r\nConnection: keep-alive\r\n"
         } else {
@@ -68,22 +68,6 @@ impl Response {
             out.extend_from_slice(self.body);
         }
     }
-}
-
-/// Appends `n` in decimal.
-fn push_decimal(out: &mut Vec<u8>, n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
 }
 
 /// The response for a method and a path.
@@ -132,15 +116,6 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         let length = format!("Content-Length: {}\r\n", INDEX.len());
         assert!(text.contains(&length) && text.ends_with("Connection: close\r\n\r\n"), "{text}");
-    }
-
-    #[test]
-    fn decimals() {
-        for n in [0, 7, 10, 431, u64::MAX] {
-            let mut out = Vec::new();
-            push_decimal(&mut out, n);
-            assert_eq!(out, n.to_string().into_bytes());
-        }
     }
 
     #[test]
