@@ -74,31 +74,32 @@ pub struct Nofile {
 /// server, and the servers are our children, so they inherit the raised
 /// limit (the `ulimit -n` of a shell script, without a shell).
 pub fn raise_nofile() -> Result<Nofile> {
+    let before = soft_nofile()?;
+    let nr_open: u64 =
+        std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|t| t.trim().parse().ok()).unwrap_or(1 << 20);
+    if before < nr_open {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: `lim` is a valid, writable rlimit; then a valid rlimit
+        // whose soft value is within the hard one. Refused unless privileged.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+                lim.rlim_max = lim.rlim_max.max(nr_open);
+                lim.rlim_cur = nr_open;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+        }
+    }
+    // Unprivileged, as `pier serve` does: the soft limit to the hard one.
+    pier::raise_open_files_limit();
+    Ok(Nofile { before, now: soft_nofile()? })
+}
+
+/// The soft `RLIMIT_NOFILE`.
+fn soft_nofile() -> Result<u64> {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: `lim` is a valid, writable rlimit.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         bail!("getrlimit(RLIMIT_NOFILE): {}", std::io::Error::last_os_error());
     }
-    let before = lim.rlim_cur;
-    let nr_open: u64 =
-        std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|t| t.trim().parse().ok()).unwrap_or(1 << 20);
-    let set = |cur: u64, max: u64| {
-        let lim = libc::rlimit { rlim_cur: cur, rlim_max: max };
-        // SAFETY: `lim` is a valid rlimit; the kernel refuses what we may not set.
-        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 }
-    };
-    // An unlimited hard limit cannot be the soft one for files: the kernel
-    // caps it at fs.nr_open.
-    let hard = if lim.rlim_max == libc::RLIM_INFINITY { nr_open } else { lim.rlim_max };
-    let now = if before < nr_open && set(nr_open, lim.rlim_max.max(nr_open)) {
-        nr_open
-    } else if before < hard {
-        if !set(hard, lim.rlim_max) {
-            bail!("setrlimit(RLIMIT_NOFILE, {hard}): {}", std::io::Error::last_os_error());
-        }
-        hard
-    } else {
-        before
-    };
-    Ok(Nofile { before, now })
+    Ok(lim.rlim_cur)
 }

@@ -98,7 +98,6 @@ impl ServeArgs {
             if self.workers.is_some() {
                 config.workers = self.workers;
             }
-            config.validate()?;
             return Ok(config);
         }
         let listen = ListenAddr::from_parts(self.listen.as_deref(), self.port_range.as_deref())
@@ -118,7 +117,6 @@ impl ServeArgs {
         let mut config = ServerConfig::new(vec![l]);
         config.grace = self.grace;
         config.workers = self.workers;
-        config.validate()?;
         Ok(config)
     }
 }
@@ -159,6 +157,8 @@ fn main() -> ExitCode {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.into_config()?;
+    // Before the runtime is built from `workers`.
+    config.validate()?;
     pier::raise_open_files_limit();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = config.workers {
