@@ -1,14 +1,13 @@
-//! Rust bindings of `wit/pier.wit`, generated at build time. Inbox calls are
-//! async so that a guest yields to tokio at every epoch tick and a per-call
-//! deadline can be raced outside the store.
+//! Rust bindings of `wit/pier.wit`, generated at build time: the contract's
+//! Rust face. Inbox calls are async so that a guest yields to tokio at every
+//! epoch tick and a per-call deadline can be raced outside the store.
+//! Imported resources (the key-value `bucket`) are left to their services,
+//! which keep what each handle stands for.
 
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "connection-handler",
     exports: { default: async },
-    with: {
-        "wasi:keyvalue/store.bucket": crate::keyvalue::Bucket,
-    },
 });
 
 pub use self::pier::server::types::SendError;

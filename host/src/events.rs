@@ -6,6 +6,32 @@ use crate::outbox::CsaHandle;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio::sync::broadcast;
+
+/// Server events buffered per subscriber; a subscriber further behind than
+/// this gets `RecvError::Lagged` with the count it missed.
+const EVENT_BUFFER: usize = 4096;
+
+/// The sending side of the event stream, shared by the accept loops.
+#[derive(Clone)]
+pub(crate) struct Events(broadcast::Sender<ServerEvent>);
+
+impl Events {
+    pub(crate) fn new() -> Self {
+        Self(broadcast::channel(EVENT_BUFFER).0)
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<ServerEvent> {
+        self.0.subscribe()
+    }
+
+    /// Publishes an event; free when nobody subscribed.
+    pub(crate) fn emit(&self, event: impl FnOnce() -> ServerEvent) {
+        if self.0.receiver_count() > 0 {
+            let _ = self.0.send(event());
+        }
+    }
+}
 
 /// One event of the server's event stream.
 #[derive(Clone, Debug)]

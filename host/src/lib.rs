@@ -3,21 +3,24 @@
 //!
 //! # Layout
 //!
+//! Each module may use only those listed before it.
+//!
 //! - [`config`]: listeners, their socket options and limits, with defaults;
-//!   [`config_file`]: the same from `pier.toml`.
-//! - `engine`: the one wasmtime engine (pooling allocator, epoch ticker).
-//! - `plugin`: loading and checking handler components.
-//! - `listener`: binding (`makeTCPServerPort`) and the accept loop.
-//! - `csa`: one task per connection: socket <-> handler instance.
-//! - `outbox`: the bounded queue to the peer, shared with [`CsaHandle`].
-//! - `doorbell`: how a CSA task is woken from outside (embedder, backplane,
-//!   `serverShutdown`) without a lock.
-//! - `state`: what a handler's `Store` holds (WASI with nothing granted) and
-//!   the host side of its imports.
-//! - `backplane`, `keyvalue`: the services shared between connections.
+//!   the settings of pier.toml and of the command line.
+//! - `bindings`: the Rust face of `wit/pier.wit`.
+//! - [`outbox`]: one connection's bounded queue to its peer, its doorbell,
+//!   and the embedder's [`CsaHandle`].
+//! - `services`: what a listener's connections share (backplane, key-value
+//!   store, `config` table), each with a client per connection.
+//! - `sandbox`: the engine, loading plugins, a store's contents, limits.
+//! - `tenant`: what one listener's connections share, and making a store.
+//! - `shutdown`: how `serverShutdown` reaches every connection.
 //! - [`events`]: the `NewCsa` / `ShutdownCsa` stream for embedders.
+//! - `csa`: one task per connection: socket <-> handler instance.
+//! - `listener`: binding (`makeTCPServerPort`) and the accept loop.
 //! - [`Server`]: ties them together and carries out `serverShutdown`;
-//!   `os_limits`: the kernel limits it checks at start-up.
+//!   `os_limits`: the kernel limits it checks at start-up; [`check`]:
+//!   `pier check`.
 //! - [`measure`]: the instantiate micro-benchmark behind `make bench`.
 //!
 //! # Embedding
@@ -43,66 +46,26 @@
 //! `RUST_BACKTRACE=1`: wasmtime would otherwise capture a backtrace each time
 //! a connection's store is dropped. The `pier` binary does this itself.
 
-mod backplane;
 mod bindings;
+pub mod check;
 pub mod config;
-pub mod config_file;
 mod csa;
-mod doorbell;
-mod engine;
 pub mod events;
-mod guest_log;
-mod keyvalue;
 mod listener;
 pub mod measure;
 mod os_limits;
-mod outbox;
-mod plugin;
+pub mod outbox;
+mod sandbox;
 mod server;
-mod state;
+mod services;
+mod shutdown;
+mod tenant;
 
+pub use check::{check, check_config};
 pub use config::{ListenAddr, ListenerConfig, ServerConfig};
 pub use csa::READ_CHUNK;
 pub use events::{ServerEvent, ShutdownReason};
 pub use os_limits::raise_open_files_limit;
 pub use outbox::{CsaHandle, SendError};
+pub use sandbox::MemoryLimitExceeded;
 pub use server::{Server, ShutdownHandle};
-
-/// Validates a plugin as `pier check` does, without binding anything, and
-/// describes its world, imports and exports.
-pub fn check(path: &std::path::Path) -> anyhow::Result<String> {
-    let engine = wasmtime::Engine::default();
-    let component = plugin::compile(&engine, path)?;
-    plugin::prepare(&plugin::linker(&engine)?, &component, path)?;
-    Ok(plugin::describe(&engine, &component))
-}
-
-/// Validates every listener of a configuration as `pier check --config`
-/// does (limits, addresses, plugins and their worlds) without binding, and
-/// returns a table of the listeners.
-pub fn check_config(config: &ServerConfig) -> anyhow::Result<String> {
-    use std::fmt::Write as _;
-    config.validate()?;
-    let engine = wasmtime::Engine::default();
-    let linker = plugin::linker(&engine)?;
-    let mut out = format!(
-        "{:<12} {:<22} {:>9} {:>9} {:>8} {:>8}  {}\n",
-        "LISTENER", "LISTEN", "MAX-CONNS", "MEMORY", "CPU", "IDLE", "PLUGIN"
-    );
-    for l in &config.listeners {
-        let component = plugin::compile(&engine, &l.plugin)?;
-        plugin::prepare(&linker, &component, &l.plugin)?;
-        let _ = writeln!(
-            out,
-            "{:<12} {:<22} {:>9} {:>8}K {:>8} {:>8}  {}",
-            l.name,
-            l.listen.to_string(),
-            l.max_connections,
-            l.memory_limit >> 10,
-            humantime::format_duration(l.cpu_limit).to_string(),
-            humantime::format_duration(l.idle_timeout).to_string(),
-            l.plugin.display()
-        );
-    }
-    Ok(out)
-}

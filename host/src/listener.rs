@@ -1,44 +1,23 @@
 //! A listener: Kamaelia's TCPServer. Binds its socket (`makeTCPServerPort`),
-//! then accepts connections while it has room, starting one CSA task each.
+//! then accepts connections while it has room, starting one CSA task each
+//! and announcing its start and end on the server's event stream.
 
-use crate::bindings::ConnectionHandlerPre;
 use crate::config::{ListenAddr, ListenerConfig};
-use crate::csa::{self, Stop};
-use crate::events::ServerEvent;
-use crate::state::HostState;
+use crate::csa::{self, Accepted};
+use crate::events::{Events, ServerEvent};
+use crate::outbox::{CsaHandle, Link};
+use crate::shutdown::Stop;
+use crate::tenant::Tenant;
 use anyhow::{Context, bail};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{Semaphore, broadcast};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
-
-/// What every CSA of one listener shares.
-pub(crate) struct ListenerRuntime {
-    pub(crate) name: Arc<str>,
-    pub(crate) config: ListenerConfig,
-    pub(crate) pre: ConnectionHandlerPre<HostState>,
-    pub(crate) events: broadcast::Sender<ServerEvent>,
-    /// The listener's `config` table, shared by its handlers' `config.get`.
-    pub(crate) settings: Arc<std::collections::BTreeMap<String, String>>,
-    /// The backplane its handlers publish and subscribe on.
-    pub(crate) backplane: Arc<crate::backplane::Backplane>,
-    /// The key-value store its handlers share.
-    pub(crate) store: Arc<crate::keyvalue::Store>,
-}
-
-impl ListenerRuntime {
-    /// Publishes a server event; free when nobody subscribed.
-    pub(crate) fn emit(&self, event: ServerEvent) {
-        if self.events.receiver_count() > 0 {
-            let _ = self.events.send(event);
-        }
-    }
-}
+use tracing::{Instrument, debug, info, warn};
 
 /// Connection ids, unique for the life of the process.
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
@@ -48,7 +27,7 @@ static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 pub(crate) fn bind(config: &ListenerConfig) -> anyhow::Result<TcpListener> {
     let name = &config.name;
     match config.listen {
-        ListenAddr::Addr(addr) => bind_one(addr, config).map_err(|e| bind_error(name, addr, &e)),
+        ListenAddr::Addr(addr) => bind_one(addr, config).map_err(|e| bind_error(name, addr, e)),
         ListenAddr::Range { host, lo, hi } => {
             let span = u32::from(hi - lo) + 1;
             let start = random_u32() % span;
@@ -59,7 +38,7 @@ pub(crate) fn bind(config: &ListenerConfig) -> anyhow::Result<TcpListener> {
                 match bind_one(addr, config) {
                     Ok(l) => return Ok(l),
                     Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
-                    Err(e) => return Err(bind_error(name, addr, &e)),
+                    Err(e) => return Err(bind_error(name, addr, e)),
                 }
             }
             let e = last.unwrap_or_else(|| io::ErrorKind::AddrInUse.into());
@@ -80,7 +59,7 @@ fn bind_one(addr: SocketAddr, config: &ListenerConfig) -> io::Result<TcpListener
 }
 
 /// Per-connection socket options.
-fn tune(stream: &tokio::net::TcpStream, config: &ListenerConfig) {
+fn tune(stream: &TcpStream, config: &ListenerConfig) {
     if config.nodelay {
         let _ = stream.set_nodelay(true);
     }
@@ -90,7 +69,7 @@ fn tune(stream: &tokio::net::TcpStream, config: &ListenerConfig) {
     }
 }
 
-fn bind_error(name: &str, addr: SocketAddr, e: &io::Error) -> anyhow::Error {
+fn bind_error(name: &str, addr: SocketAddr, e: io::Error) -> anyhow::Error {
     let fix = match e.kind() {
         io::ErrorKind::AddrInUse => {
             "another process is listening there; pick another port, or port 0 for any free port"
@@ -101,7 +80,7 @@ fn bind_error(name: &str, addr: SocketAddr, e: &io::Error) -> anyhow::Error {
         io::ErrorKind::PermissionDenied => "ports below 1024 need privileges; pick a port above 1023",
         _ => "check the address",
     };
-    anyhow::anyhow!("listener `{name}`: cannot bind {addr}: {e}; {fix}")
+    anyhow::Error::new(e).context(format!("listener `{name}`: cannot bind {addr} ({fix})"))
 }
 
 /// A few random bits without a dependency: std's per-process hash seed.
@@ -110,37 +89,68 @@ fn random_u32() -> u32 {
     RandomState::new().hash_one(std::time::SystemTime::now()) as u32
 }
 
-/// Accepts connections until `stop.shutdown`, at most `max_connections` at a
-/// time: when full, it waits and the kernel backlog queues new clients.
-pub(crate) async fn accept_loop(listener: TcpListener, rt: Arc<ListenerRuntime>, stop: Stop, tasks: TaskTracker) {
-    let slots = Arc::new(Semaphore::new(rt.config.max_connections as usize));
-    let name = rt.name.clone();
+/// Accepts connections until `serverShutdown`, at most `max-connections` at
+/// a time: when full, it waits and the kernel backlog queues new clients.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    tenant: Arc<Tenant>,
+    events: Events,
+    stop: Stop,
+    tasks: TaskTracker,
+) {
+    let slots = Arc::new(Semaphore::new(tenant.config.max_connections as usize));
     loop {
         let permit = tokio::select! {
-            _ = stop.shutdown.cancelled() => break,
+            _ = stop.token.cancelled() => break,
             p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
         };
         let (stream, peer) = tokio::select! {
-            _ = stop.shutdown.cancelled() => break,
+            _ = stop.token.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(conn) => conn,
                 Err(e) => {
                     // EMFILE, ECONNABORTED...: transient; never end the server.
-                    warn!(listener = &*name, error = %e, "accept failed; retrying");
+                    warn!(listener = &*tenant.name, error = %e, "accept failed; retrying");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
-        tune(&stream, &rt.config);
-        let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
-        let (rt, stop) = (rt.clone(), stop.clone());
-        tasks.spawn(async move {
-            csa::serve(stream, peer, id, rt, stop).await;
-            drop(permit);
-        });
+        tune(&stream, &tenant.config);
+        let conn = start(stream, peer, &tenant, &events);
+        let span = tracing::info_span!("conn", listener = &*tenant.name, conn = conn.id, %peer);
+        let (tenant, events, stop) = (tenant.clone(), events.clone(), stop.clone());
+        tasks.spawn(
+            async move {
+                let (id, listener) = (conn.id, tenant.name.clone());
+                let reason = csa::serve(conn, tenant, stop).await;
+                if reason.instance_failed() {
+                    warn!(%reason, "handler failed; connection closed");
+                } else {
+                    debug!(%reason, "connection closed");
+                }
+                events.emit(|| ServerEvent::ShutdownCsa { id, listener, reason });
+                drop(permit);
+            }
+            .instrument(span),
+        );
     }
-    info!(listener = &*name, "stopped accepting");
+    info!(listener = &*tenant.name, "stopped accepting");
+}
+
+/// Numbers a new connection, makes its outbox, and announces it.
+fn start(stream: TcpStream, peer: SocketAddr, tenant: &Tenant, events: &Events) -> Accepted {
+    let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
+    let local = stream.local_addr().unwrap_or(peer);
+    let link = Link::new(tenant.config.outbox_high_water, tenant.config.outbox_low_water);
+    events.emit(|| ServerEvent::NewCsa {
+        id,
+        listener: tenant.name.clone(),
+        peer,
+        local,
+        handle: CsaHandle::new(id, link.clone()),
+    });
+    Accepted { stream, id, peer, local, link }
 }
 
 /// The bound address, for the `listening` line.

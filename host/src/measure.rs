@@ -2,9 +2,9 @@
 //! without the network in the way.
 
 use crate::config::{ListenAddr, ListenerConfig, ServerConfig};
-use crate::engine::{self, PoolSize};
-use crate::listener::ListenerRuntime;
-use crate::{csa, server};
+use crate::csa;
+use crate::sandbox::engine::{self, PoolSize};
+use crate::tenant::Tenant;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -18,21 +18,20 @@ pub fn instantiate_cost(plugin: &Path, iterations: usize) -> anyhow::Result<Vec<
     let config = ServerConfig::new(vec![listener]);
     config.validate()?;
     let engine = engine::build(PoolSize::for_config(&config))?;
-    let (events, _) = tokio::sync::broadcast::channel(1);
-    let rt = server::load_listeners(&engine, &config, &events)?.remove(0);
+    let tenant = Tenant::load_all(&engine, &config)?.remove(0);
     // A runtime of its own, on a thread of its own, so that callers inside
     // an async runtime (a benchmark harness) can use it too.
-    std::thread::scope(|scope| scope.spawn(|| measure(&rt, plugin, iterations)).join())
+    std::thread::scope(|scope| scope.spawn(|| measure(&tenant, plugin, iterations)).join())
         .map_err(|_| anyhow::anyhow!("the measuring thread panicked"))?
 }
 
-fn measure(rt: &ListenerRuntime, plugin: &Path, iterations: usize) -> anyhow::Result<Vec<Duration>> {
+fn measure(tenant: &Tenant, plugin: &Path, iterations: usize) -> anyhow::Result<Vec<Duration>> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let mut times = Vec::with_capacity(iterations);
         for id in 0..iterations as u64 {
             let start = Instant::now();
-            csa::instantiate_and_greet(rt, id)
+            csa::instantiate_and_greet(tenant, id)
                 .await
                 .map_err(|reason| anyhow::anyhow!("instantiating `{}`: {reason}", plugin.display()))?;
             times.push(start.elapsed());

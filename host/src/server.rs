@@ -1,16 +1,13 @@
 //! The server: loads every listener's handler, binds every socket, runs the
 //! accept loops, and carries out `serverShutdown`.
 
-use crate::backplane::Backplane;
 use crate::config::ServerConfig;
-use crate::csa::Stop;
-use crate::doorbell::{ABORT, SHUTDOWN};
-use crate::engine::{self, PoolSize};
-use crate::events::ServerEvent;
-use crate::listener::{self, ListenerRuntime};
+use crate::events::{Events, ServerEvent};
+use crate::listener;
 use crate::os_limits;
-use crate::plugin;
-use std::collections::HashMap;
+use crate::sandbox::engine::{self, PoolSize};
+use crate::shutdown::Stop;
+use crate::tenant::Tenant;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,14 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-/// Server events buffered per subscriber; a subscriber further behind than
-/// this gets `RecvError::Lagged` with the count it missed.
-const EVENT_BUFFER: usize = 4096;
-
 /// A pier server with every listener bound, ready to [`run`](Self::run).
 pub struct Server {
-    listeners: Vec<(TcpListener, Arc<ListenerRuntime>, SocketAddr)>,
-    events: broadcast::Sender<ServerEvent>,
+    listeners: Vec<(TcpListener, Arc<Tenant>, SocketAddr)>,
+    events: Events,
     stop: Stop,
     grace: Duration,
 }
@@ -46,29 +39,24 @@ impl ShutdownHandle {
 }
 
 impl Server {
-    /// Loads and links every listener's plugin first, so a bad plugin fails
+    /// Loads, links and instantiates once every listener's plugin with the
+    /// engine and limits it will be served with, so a bad plugin fails
     /// before any socket is bound; then binds every listener.
     pub async fn bind(config: ServerConfig) -> anyhow::Result<Self> {
-        config.validate()?;
-        let pool = PoolSize::for_config(&config);
-        os_limits::warn_if_too_low(pool.instances);
-        let engine = engine::build(pool)?;
-        let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let runtimes = load_listeners(&engine, &config, &events)?;
+        let tenants = load(&config).await?;
         let mut listeners = Vec::new();
-        for rt in runtimes {
-            let socket = listener::bind(&rt.config)?;
-            let addr = listener::local_addr(&socket, &rt.name)?;
-            info!(listener = &*rt.name, %addr, plugin = %rt.config.plugin.display(), "listening");
-            listeners.push((socket, rt, addr));
+        for tenant in tenants {
+            let socket = listener::bind(&tenant.config)?;
+            let addr = listener::local_addr(&socket, &tenant.name)?;
+            info!(listener = &*tenant.name, %addr, plugin = %tenant.config.plugin.display(), "listening");
+            listeners.push((socket, tenant, addr));
         }
-        let stop = Stop { shutdown: CancellationToken::new(), registry: Arc::default() };
-        Ok(Self { listeners, events, stop, grace: config.grace })
+        Ok(Self { listeners, events: Events::new(), stop: Stop::default(), grace: config.grace })
     }
 
     /// Each listener's name and bound address, in configuration order.
     pub fn local_addrs(&self) -> Vec<(Arc<str>, SocketAddr)> {
-        self.listeners.iter().map(|(_, rt, addr)| (rt.name.clone(), *addr)).collect()
+        self.listeners.iter().map(|(_, tenant, addr)| (tenant.name.clone(), *addr)).collect()
     }
 
     /// The stream of `NewCsa` / `ShutdownCsa` events from now on.
@@ -77,7 +65,7 @@ impl Server {
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle(self.stop.shutdown.clone())
+        ShutdownHandle(self.stop.token.clone())
     }
 
     /// Serves until shut down, then drains: every live handler is told
@@ -85,16 +73,16 @@ impl Server {
     /// open when the grace period ends are closed.
     pub async fn run(self) -> anyhow::Result<()> {
         let tasks = TaskTracker::new();
-        for (socket, rt, _) in self.listeners {
-            tasks.spawn(listener::accept_loop(socket, rt, self.stop.clone(), tasks.clone()));
+        for (socket, tenant, _) in self.listeners {
+            tasks.spawn(listener::accept_loop(socket, tenant, self.events.clone(), self.stop.clone(), tasks.clone()));
         }
-        self.stop.shutdown.cancelled().await;
-        self.stop.registry.ring_all(SHUTDOWN);
+        self.stop.token.cancelled().await;
+        self.stop.tell_connections();
         tasks.close();
         info!(connections = tasks.len(), grace = ?self.grace, "server shutdown: draining connections");
         if tokio::time::timeout(self.grace, tasks.wait()).await.is_err() {
             warn!(connections = tasks.len(), "grace period over; closing the connections still open");
-            self.stop.registry.ring_all(ABORT);
+            self.stop.abort_connections();
             tasks.wait().await;
         }
         info!("server stopped");
@@ -102,29 +90,17 @@ impl Server {
     }
 }
 
-/// Compiles and links every listener's plugin, and gives each its backplane
-/// (shared by name) and key-value store.
-pub(crate) fn load_listeners(
-    engine: &wasmtime::Engine,
-    config: &ServerConfig,
-    events: &broadcast::Sender<ServerEvent>,
-) -> anyhow::Result<Vec<Arc<ListenerRuntime>>> {
-    let linker = plugin::linker(engine)?;
-    let mut backplanes: HashMap<String, Arc<Backplane>> = HashMap::new();
-    let mut runtimes = Vec::new();
-    for l in &config.listeners {
-        let component = plugin::compile(engine, &l.plugin)?;
-        let pre = plugin::prepare(&linker, &component, &l.plugin)?;
-        let backplane = backplanes.entry(l.backplane.clone().unwrap_or_else(|| l.name.clone())).or_default();
-        runtimes.push(Arc::new(ListenerRuntime {
-            name: Arc::from(l.name.as_str()),
-            config: l.clone(),
-            pre,
-            events: events.clone(),
-            settings: Arc::new(l.settings.clone()),
-            backplane: backplane.clone(),
-            store: Arc::default(),
-        }));
+/// Everything `serve` does before binding, and all that `check` does:
+/// validates, builds the serving engine and pool, compiles and links every
+/// plugin, and instantiates each once within its listener's limits.
+pub(crate) async fn load(config: &ServerConfig) -> anyhow::Result<Vec<Arc<Tenant>>> {
+    config.validate()?;
+    let pool = PoolSize::for_config(config);
+    os_limits::warn_if_too_low(pool.instances);
+    let engine = engine::build(pool)?;
+    let tenants = Tenant::load_all(&engine, config)?;
+    for tenant in &tenants {
+        tenant.probe().await?;
     }
-    Ok(runtimes)
+    Ok(tenants)
 }

@@ -1,13 +1,19 @@
-//! The outbox of one CSA: the bounded queue of bytes on their way to the peer,
-//! and the handle through which an embedding program shares it with the guest.
+//! The outbox of one CSA: the bounded queue of bytes on their way to the
+//! peer, shared by the connection's task, its guest's `outbox` imports and
+//! the embedder's [`CsaHandle`]s.
+//!
+//! - `mod.rs`: the queue and its water marks.
+//! - [`doorbell`]: how the task is woken when someone else changed it.
+//! - [`handle`]: what they share ([`Link`]) and the embedder's handle.
 
-use crate::backplane::Mailbox;
-use crate::doorbell::{Doorbell, RING};
+pub(crate) mod doorbell;
+pub(crate) mod handle;
+
+pub use handle::CsaHandle;
+pub(crate) use handle::Link;
+
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Write};
-use std::mem::ManuallyDrop;
-use std::os::fd::{FromRawFd, RawFd};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::io::{self, IoSlice};
 use tokio::net::TcpStream;
 
 /// Why `send` did not take the bytes.
@@ -67,23 +73,20 @@ impl Outbox {
         }
     }
 
-    /// The guest's `send`: with nothing queued, writes straight from the
-    /// guest's memory to the socket and queues only what the socket did not
-    /// take, so the common case copies and allocates nothing on the host.
-    /// Otherwise (or with no socket) queues, all or nothing, as `send`.
-    pub(crate) fn send_from(&mut self, data: &[u8], socket: Option<RawFd>) -> Result<(), SendError> {
+    /// The guest's `send`: with nothing queued, offers the bytes to `write`
+    /// first (the socket, straight from the guest's memory) and queues only
+    /// what it did not take, so the common case copies and allocates nothing
+    /// on the host. Otherwise queues, all or nothing, as [`send`](Self::send).
+    /// A failed `write` (would-block, a reset) leaves the bytes queued; the
+    /// task's own flush then waits for the socket or reports the error.
+    pub(crate) fn send_through(
+        &mut self,
+        data: &[u8],
+        write: impl FnOnce(&[u8]) -> io::Result<usize>,
+    ) -> Result<(), SendError> {
         let mut rest = data;
-        if let Some(fd) = socket
-            && self.queued == 0
-            && self.state == WriteState::Open
-        {
-            // SAFETY: the fd is the CSA's socket, open for as long as its
-            // store (and so this call) lives; ManuallyDrop never closes it.
-            let socket = ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
-            // std's write uses send(MSG_NOSIGNAL). Any error (would-block,
-            // a reset) leaves the bytes queued; the CSA's own flush then
-            // waits for the socket or reports the error.
-            if let Ok(n) = (&*socket).write(rest) {
+        if self.queued == 0 && self.state == WriteState::Open {
+            if let Ok(n) = write(rest) {
                 rest = &rest[n..];
                 self.wrote_directly |= n > 0;
             }
@@ -182,82 +185,6 @@ impl Outbox {
     }
 }
 
-/// What the CSA task, its guest and any embedder handles share.
-#[derive(Debug)]
-pub(crate) struct CsaShared {
-    pub(crate) outbox: Mutex<Outbox>,
-    /// Backplane messages waiting for the handler's `message`.
-    mailbox: Mutex<Mailbox>,
-    /// Wakes the CSA task when someone other than its guest changed the
-    /// outbox (an embedder's send, finish or close) or its mailbox, or the
-    /// server is shutting down.
-    pub(crate) doorbell: Arc<Doorbell>,
-}
-
-impl CsaShared {
-    pub(crate) fn new(high_water: usize, low_water: usize) -> Arc<Self> {
-        Arc::new(Self {
-            outbox: Mutex::new(Outbox::new(high_water, low_water)),
-            mailbox: Mutex::new(Mailbox::default()),
-            doorbell: Arc::default(),
-        })
-    }
-
-    /// The outbox, even if a panicking thread poisoned the lock: its state is
-    /// plain data and stays consistent between calls.
-    pub(crate) fn outbox(&self) -> MutexGuard<'_, Outbox> {
-        self.outbox.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn mailbox(&self) -> MutexGuard<'_, Mailbox> {
-        self.mailbox.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// A cloneable handle to one connection, carried by [`ServerEvent::NewCsa`]
-/// (Kamaelia: "send what you like to CSAs"). It shares the guest's bounded
-/// outbox: bytes sent here go to the peer in order with the guest's.
-///
-/// [`ServerEvent::NewCsa`]: crate::ServerEvent::NewCsa
-#[derive(Clone, Debug)]
-pub struct CsaHandle {
-    id: u64,
-    shared: Arc<CsaShared>,
-}
-
-impl CsaHandle {
-    pub(crate) fn new(id: u64, shared: Arc<CsaShared>) -> Self {
-        Self { id, shared }
-    }
-
-    /// The connection id, as in [`crate::ServerEvent`] and the logs.
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
-    /// Queues bytes for the peer; same all-or-nothing rule as the guest's
-    /// `send`: `WouldBlock` means nothing was taken, try again later.
-    pub fn send(&self, bytes: impl Into<Vec<u8>>) -> Result<(), SendError> {
-        let result = self.shared.outbox().send(bytes.into());
-        if result.is_ok() {
-            self.shared.doorbell.ring(RING);
-        }
-        result
-    }
-
-    /// Kamaelia's producerFinished: flush what is queued, then close.
-    pub fn finish(&self) {
-        self.shared.outbox().finish();
-        self.shared.doorbell.ring(RING);
-    }
-
-    /// Drop what is queued and close the connection now.
-    pub fn close(&self) {
-        self.shared.outbox().close();
-        self.shared.doorbell.ring(RING);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,6 +205,24 @@ mod tests {
         assert!(!o.take_writable(), "once per episode");
         assert_eq!(o.chunks.len(), 1);
         assert_eq!(o.head_written, 5);
+    }
+
+    #[test]
+    fn send_through_queues_only_what_the_socket_did_not_take() {
+        let mut o = Outbox::new(10, 4);
+        assert_eq!(o.send_through(b"hello", |b| Ok(b.len() - 2)), Ok(()));
+        assert_eq!(o.queued(), 2, "the tail the socket left");
+        assert!(o.wrote_directly);
+        let mut offered = false;
+        assert_eq!(
+            o.send_through(b"more", |_| {
+                offered = true;
+                Ok(4)
+            }),
+            Ok(())
+        );
+        assert!(!offered, "with bytes queued, order means queueing behind them");
+        assert_eq!(o.queued(), 6);
     }
 
     #[test]

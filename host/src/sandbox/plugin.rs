@@ -2,8 +2,8 @@
 //! `connection-handler` world, link it once into an `InstancePre` so that each
 //! connection costs an instantiation, not a compilation.
 
-use crate::bindings::{ConnectionHandler, ConnectionHandlerPre};
-use crate::state::HostState;
+use super::state::HostState;
+use crate::bindings::ConnectionHandlerPre;
 use anyhow::{Context, bail};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -13,9 +13,7 @@ use wasmtime::component::{Component, Linker, types::ComponentItem};
 /// The linker every handler is linked against: WASI 0.2 and pier's outbox.
 pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    ConnectionHandler::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
-    crate::state::add_direct_send(&mut linker)?;
+    HostState::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 
@@ -26,7 +24,7 @@ pub fn compile(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
         std::io::ErrorKind::NotFound => anyhow::anyhow!(
             "plugin `{shown}` not found: check the path (the demo handlers are built by `make build` into target/wasm32-wasip2/release/)"
         ),
-        _ => anyhow::anyhow!("cannot read plugin `{shown}`: {e}"),
+        _ => anyhow::Error::new(e).context(format!("cannot read plugin `{shown}`")),
     })?;
     if wasmparser::Parser::is_core_wasm(&bytes) {
         bail!(
@@ -49,14 +47,14 @@ pub(crate) fn prepare(
     component: &Component,
     path: &Path,
 ) -> anyhow::Result<ConnectionHandlerPre<HostState>> {
-    let not_handler = |e: wasmtime::Error| {
-        anyhow::anyhow!(
-            "plugin `{}` is not a pier connection-handler: {e}; build it against wit/ with `world connection-handler`",
+    let not_handler = || {
+        format!(
+            "plugin `{}` is not a pier connection-handler (build it against wit/ with `world connection-handler`)",
             path.display()
         )
     };
-    let pre = linker.instantiate_pre(component).map_err(not_handler)?;
-    ConnectionHandlerPre::new(pre).map_err(not_handler)
+    let pre = linker.instantiate_pre(component).map_err(anyhow::Error::from).with_context(not_handler)?;
+    ConnectionHandlerPre::new(pre).map_err(anyhow::Error::from).with_context(not_handler)
 }
 
 /// What `pier check` prints: the world a plugin targets, its imports and

@@ -1,11 +1,11 @@
-//! A guest's stdout and stderr, turned into host log lines tagged with the
-//! listener and connection id. Lines longer than `MAX_LINE` are split so a
-//! guest cannot grow host memory by never writing a newline.
+//! A guest's stdout and stderr, turned into host log lines. They are
+//! written inside the connection's span, which tags them with the listener,
+//! the connection id and the peer. Lines longer than `MAX_LINE` are split so
+//! a guest cannot grow host memory by never writing a newline.
 
 use bytes::Bytes;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::async_trait;
@@ -22,12 +22,8 @@ pub enum Stdio {
 }
 
 /// Makes the per-stream loggers that WASI asks for.
-#[derive(Clone)]
-pub struct GuestLog {
-    pub listener: Arc<str>,
-    pub conn: u64,
-    pub stdio: Stdio,
-}
+#[derive(Clone, Copy)]
+pub struct GuestLog(pub Stdio);
 
 impl IsTerminal for GuestLog {
     fn is_terminal(&self) -> bool {
@@ -37,22 +33,22 @@ impl IsTerminal for GuestLog {
 
 impl StdoutStream for GuestLog {
     fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(LineLogger::new(self.clone()))
+        Box::new(LineLogger::new(self.0))
     }
 
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(LineLogger::new(self.clone()))
+        Box::new(LineLogger::new(self.0))
     }
 }
 
 struct LineLogger {
-    tag: GuestLog,
+    stdio: Stdio,
     line: Vec<u8>,
 }
 
 impl LineLogger {
-    fn new(tag: GuestLog) -> Self {
-        Self { tag, line: Vec::new() }
+    fn new(stdio: Stdio) -> Self {
+        Self { stdio, line: Vec::new() }
     }
 
     fn write_bytes(&mut self, mut bytes: &[u8]) {
@@ -79,10 +75,9 @@ impl LineLogger {
 
     fn emit(&mut self) {
         let text = String::from_utf8_lossy(&self.line);
-        let GuestLog { listener, conn, stdio } = &self.tag;
-        match stdio {
-            Stdio::Stdout => tracing::info!(target: "pier::guest", listener = &**listener, conn, "{text}"),
-            Stdio::Stderr => tracing::warn!(target: "pier::guest", listener = &**listener, conn, "{text}"),
+        match self.stdio {
+            Stdio::Stdout => tracing::info!(target: "pier::guest", "{text}"),
+            Stdio::Stderr => tracing::warn!(target: "pier::guest", "{text}"),
         }
         self.line.clear();
     }

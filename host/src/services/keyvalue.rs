@@ -1,10 +1,13 @@
 //! pier's `wasi:keyvalue` provider: one store per listener, shared by all its
 //! connections (wasmtime-wasi-keyvalue's in-memory provider copies its data
-//! into each Store, so it cannot share).
+//! into each Store, so it cannot share), and each connection's client of it,
+//! which implements the `store` and `atomics` imports.
 
-use crate::bindings::wasi::keyvalue::store::{Error, KeyResponse};
+use crate::bindings::wasi::keyvalue::atomics;
+use crate::bindings::wasi::keyvalue::store::{self as wit, Error, KeyResponse};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use wasmtime::component::Resource;
 
 /// Keys returned per `list-keys` page.
 const PAGE: usize = 1000;
@@ -22,9 +25,9 @@ impl Store {
     }
 }
 
-/// A guest's `bucket` resource: a handle to one bucket of the store.
+/// One bucket of the store; what a guest's `bucket` handle stands for.
 #[derive(Clone, Default)]
-pub struct Bucket(Arc<BucketData>);
+pub(crate) struct Bucket(Arc<BucketData>);
 
 impl std::ops::Deref for Bucket {
     type Target = BucketData;
@@ -35,7 +38,7 @@ impl std::ops::Deref for Bucket {
 
 /// The keys and values of one bucket.
 #[derive(Default)]
-pub struct BucketData {
+pub(crate) struct BucketData {
     data: Mutex<HashMap<String, Vec<u8>>>,
 }
 
@@ -90,6 +93,83 @@ impl BucketData {
     }
 }
 
+/// Buckets one connection may hold open at once.
+pub const MAX_OPEN_BUCKETS: usize = 16;
+
+/// One connection's side of the listener's store: the buckets its handler
+/// opened, by handle. A handle is an index here, so the store's data never
+/// enters the connection's resource table.
+pub(crate) struct Client {
+    store: Arc<Store>,
+    open: Vec<Option<Bucket>>,
+}
+
+impl Client {
+    pub(crate) fn new(store: Arc<Store>) -> Self {
+        Self { store, open: Vec::new() }
+    }
+
+    fn bucket(&self, handle: &Resource<wit::Bucket>) -> Result<&Bucket, Error> {
+        let index = handle.rep() as usize;
+        self.open.get(index).and_then(Option::as_ref).ok_or_else(|| Error::Other("no such bucket handle".into()))
+    }
+}
+
+impl wit::Host for Client {
+    fn open(&mut self, identifier: String) -> Result<Resource<wit::Bucket>, Error> {
+        let bucket = Some(self.store.open(&identifier));
+        let index = match self.open.iter().position(Option::is_none) {
+            Some(free) => {
+                self.open[free] = bucket;
+                free
+            }
+            None if self.open.len() < MAX_OPEN_BUCKETS => {
+                self.open.push(bucket);
+                self.open.len() - 1
+            }
+            None => return Err(Error::Other(format!("too many open buckets (at most {MAX_OPEN_BUCKETS})"))),
+        };
+        Ok(Resource::new_own(index as u32))
+    }
+}
+
+impl wit::HostBucket for Client {
+    fn get(&mut self, bucket: Resource<wit::Bucket>, key: String) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.bucket(&bucket)?.get(&key))
+    }
+
+    fn set(&mut self, bucket: Resource<wit::Bucket>, key: String, value: Vec<u8>) -> Result<(), Error> {
+        self.bucket(&bucket)?.set(key, value);
+        Ok(())
+    }
+
+    fn delete(&mut self, bucket: Resource<wit::Bucket>, key: String) -> Result<(), Error> {
+        self.bucket(&bucket)?.delete(&key);
+        Ok(())
+    }
+
+    fn exists(&mut self, bucket: Resource<wit::Bucket>, key: String) -> Result<bool, Error> {
+        Ok(self.bucket(&bucket)?.exists(&key))
+    }
+
+    fn list_keys(&mut self, bucket: Resource<wit::Bucket>, cursor: Option<u64>) -> Result<KeyResponse, Error> {
+        Ok(self.bucket(&bucket)?.list_keys(cursor))
+    }
+
+    fn drop(&mut self, bucket: Resource<wit::Bucket>) -> wasmtime::Result<()> {
+        if let Some(slot) = self.open.get_mut(bucket.rep() as usize) {
+            *slot = None;
+        }
+        Ok(())
+    }
+}
+
+impl atomics::Host for Client {
+    fn increment(&mut self, bucket: Resource<wit::Bucket>, key: String, delta: u64) -> Result<u64, Error> {
+        self.bucket(&bucket)?.increment(key, delta)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +186,19 @@ mod tests {
         assert_eq!(a.get("n"), Some(b"-2".to_vec()));
         assert!(a.increment("k".into(), 1).is_err());
         assert!(store.open("other").get("k").is_none());
+    }
+
+    #[test]
+    fn handles_are_bounded_and_reused() {
+        use wit::{Host as _, HostBucket as _};
+        let mut client = Client::new(Arc::default());
+        let handles: Vec<_> = (0..MAX_OPEN_BUCKETS).map(|_| client.open(String::new()).unwrap()).collect();
+        assert!(client.open(String::new()).is_err(), "one too many");
+        let freed = handles[3].rep();
+        client.drop(Resource::new_own(freed)).unwrap();
+        assert_eq!(client.open("other".into()).unwrap().rep(), freed);
+        client.set(Resource::new_own(0), "k".into(), b"v".to_vec()).unwrap();
+        assert_eq!(client.get(Resource::new_own(1), "k".into()).unwrap(), Some(b"v".to_vec()));
     }
 
     #[test]

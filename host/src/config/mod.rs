@@ -1,0 +1,224 @@
+//! What a server is made of: its listeners, each with its address, its
+//! plugin, its socket options and its limits. Every limit has a finite,
+//! documented default, set in one place: [`ListenerConfig::new`] and
+//! [`ServerConfig::new`].
+//!
+//! - [`settings`]: the same settings, each optional: pier.toml's keys and
+//!   `pier serve`'s flags, read by serde and clap from one struct.
+//! - [`file`]: reading pier.toml.
+//! - [`addr`], [`units`]: the value types settings are written in.
+
+pub mod addr;
+pub mod file;
+pub mod settings;
+pub mod units;
+
+pub use addr::ListenAddr;
+pub use settings::{ListenerSettings, Settings};
+pub use units::{Size, Time, parse_duration, parse_size};
+
+use anyhow::bail;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One listener: a bound socket, one handler component, one set of limits.
+/// In pier's vocabulary, a tenant. Serialized, it is the listener's table of
+/// pier.toml with every setting written out.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ListenerConfig {
+    /// Names the listener in `listening` lines, logs and server events.
+    pub name: String,
+    #[serde(serialize_with = "serialize_display")]
+    pub listen: ListenAddr,
+    /// The handler component (`connection-handler` world).
+    pub plugin: PathBuf,
+    pub backlog: u32,
+    /// TCP_NODELAY on accepted connections: send small writes at once.
+    pub nodelay: bool,
+    /// SO_KEEPALIVE with this idle time before probes; `None`: off.
+    #[serde(serialize_with = "serialize_keepalive")]
+    pub keepalive: Option<Duration>,
+    /// SO_REUSEPORT: several processes may share the port (kernel balances).
+    pub reuse_port: bool,
+    pub max_connections: u32,
+    #[serde(serialize_with = "units::serialize_size")]
+    pub memory_limit: u64,
+    /// A wall-clock deadline for each inbox call, counted from the call's
+    /// start: it includes time the call waits for a worker thread.
+    #[serde(serialize_with = "units::serialize_duration")]
+    pub cpu_limit: Duration,
+    #[serde(serialize_with = "units::serialize_duration")]
+    pub idle_timeout: Duration,
+    #[serde(serialize_with = "units::serialize_usize")]
+    pub outbox_high_water: usize,
+    #[serde(serialize_with = "units::serialize_usize")]
+    pub outbox_low_water: usize,
+    /// Host directories the handler may read, each visible to it under its
+    /// own path. Nothing else of the filesystem is reachable.
+    pub allow_dirs: Vec<PathBuf>,
+    /// Environment variables the handler sees; none by default.
+    pub env: BTreeMap<String, String>,
+    /// Values the handler reads with `config.get(key)`: one plugin, several
+    /// tenants served differently.
+    #[serde(rename = "config")]
+    pub settings: BTreeMap<String, String>,
+    /// The backplane this listener's handlers use; listeners naming the same
+    /// one share it. `None`: a backplane of its own.
+    pub backplane: Option<String>,
+}
+
+impl ListenerConfig {
+    /// A listener with every default, serving `plugin` on `listen`. These
+    /// are pier's defaults: `--help`, the README and `pier check` show them
+    /// from here.
+    pub fn new(name: impl Into<String>, listen: ListenAddr, plugin: impl Into<PathBuf>) -> Self {
+        Self {
+            name: name.into(),
+            listen,
+            plugin: plugin.into(),
+            backlog: 1024,
+            nodelay: false,
+            keepalive: None,
+            reuse_port: false,
+            max_connections: 10_000,
+            memory_limit: 64 << 20,
+            cpu_limit: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(300),
+            outbox_high_water: 64 << 10,
+            outbox_low_water: 32 << 10,
+            allow_dirs: Vec::new(),
+            env: BTreeMap::new(),
+            settings: BTreeMap::new(),
+            backplane: None,
+        }
+    }
+
+    /// Rejects settings that cannot work, naming the listener and the fix.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let name = &self.name;
+        if name.is_empty() || name.chars().any(char::is_whitespace) {
+            bail!("listener name `{name}` is invalid: use a non-empty name without spaces");
+        }
+        if self.max_connections == 0 {
+            bail!("listener `{name}`: max-connections must be at least 1");
+        }
+        if self.backlog == 0 {
+            bail!("listener `{name}`: backlog must be at least 1");
+        }
+        if self.outbox_low_water > self.outbox_high_water || self.outbox_high_water == 0 {
+            bail!(
+                "listener `{name}`: outbox water marks are inconsistent (low {} > high {}); keep 0 <= low <= high, high > 0",
+                self.outbox_low_water,
+                self.outbox_high_water
+            );
+        }
+        if self.cpu_limit.is_zero() || self.idle_timeout.is_zero() {
+            bail!("listener `{name}`: cpu-limit and idle-timeout must be greater than zero");
+        }
+        if self.memory_limit < 64 << 10 {
+            bail!("listener `{name}`: memory-limit must be at least 64 KiB (one wasm page)");
+        }
+        for dir in &self.allow_dirs {
+            if !dir.is_dir() {
+                bail!("listener `{name}`: allow-dirs entry `{}` is not a directory; fix or remove it", dir.display());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Settings of the whole server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listeners: Vec<ListenerConfig>,
+    /// How long `serverShutdown` lets handlers flush before closing them.
+    pub grace: Duration,
+    /// Worker threads of the runtime `pier serve` builds (None: one per
+    /// core). A program that embeds pier runs it on its own runtime.
+    pub workers: Option<usize>,
+}
+
+/// Most worker threads `workers` may ask for.
+pub const MAX_WORKERS: usize = 1024;
+
+impl ServerConfig {
+    pub fn new(listeners: Vec<ListenerConfig>) -> Self {
+        Self { listeners, grace: Duration::from_secs(5), workers: None }
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.listeners.is_empty() {
+            bail!("no listener configured: give --listen and --plugin");
+        }
+        if let Some(n) = self.workers
+            && !(1..=MAX_WORKERS).contains(&n)
+        {
+            bail!("workers = {n}: give a number of threads from 1 to {MAX_WORKERS} (or leave it out: one per core)");
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, l) in self.listeners.iter().enumerate() {
+            l.validate()?;
+            if !names.insert(&l.name) {
+                bail!("listener name `{}` is used twice: give each listener its own name", l.name);
+            }
+            if let Some(other) = self.listeners[..i].iter().find(|o| same_port(&o.listen, &l.listen)) {
+                bail!(
+                    "listeners `{}` and `{}` both listen on {}: give each its own port (or port 0)",
+                    other.name,
+                    l.name,
+                    l.listen
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Two fixed addresses that cannot both be bound (same port, overlapping host).
+fn same_port(a: &ListenAddr, b: &ListenAddr) -> bool {
+    match (a, b) {
+        (ListenAddr::Addr(a), ListenAddr::Addr(b)) => {
+            a.port() != 0
+                && a.port() == b.port()
+                && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+        }
+        _ => false,
+    }
+}
+
+fn serialize_display<S: serde::Serializer>(value: &impl std::fmt::Display, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
+}
+
+fn serialize_keepalive<S: serde::Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(d) => units::serialize_duration(d, s),
+        None => s.serialize_str("off"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_problem() {
+        let mut l = ListenerConfig::new("a", ListenAddr::parse_addr("127.0.0.1:0").unwrap(), "x.wasm");
+        assert!(l.validate().is_ok());
+        l.outbox_low_water = l.outbox_high_water + 1;
+        assert!(l.validate().unwrap_err().to_string().contains("water marks"));
+        let dup = ServerConfig::new(vec![
+            ListenerConfig::new("a", ListenAddr::parse_addr("127.0.0.1:0").unwrap(), "x.wasm"),
+            ListenerConfig::new("a", ListenAddr::parse_addr("127.0.0.1:0").unwrap(), "x.wasm"),
+        ]);
+        assert!(dup.validate().unwrap_err().to_string().contains("used twice"));
+        let same = ServerConfig::new(vec![
+            ListenerConfig::new("a", ListenAddr::parse_addr("127.0.0.1:7000").unwrap(), "x.wasm"),
+            ListenerConfig::new("b", ListenAddr::parse_addr("0.0.0.0:7000").unwrap(), "x.wasm"),
+        ]);
+        assert!(same.validate().unwrap_err().to_string().contains("both listen on"));
+    }
+}

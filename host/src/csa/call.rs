@@ -1,0 +1,104 @@
+//! One call into a handler's inbox, under the listener's deadline, and what
+//! its failure means for the connection.
+
+use crate::bindings::{ConnectionHandler, ConnectionInfo, WitShutdownReason};
+use crate::events::ShutdownReason;
+use crate::sandbox::{HostState, MemoryLimitExceeded};
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+use wasmtime::Store;
+
+/// One call into the handler's inbox.
+pub(super) enum Inbox<'a> {
+    NewCsa(ConnectionInfo),
+    Data(&'a [u8]),
+    EndOfInput,
+    Writable,
+    Message(&'a str, &'a [u8]),
+    ShutdownCsa(WitShutdownReason),
+}
+
+/// Runs one inbox call with a wall-clock deadline of `cpu_limit` from its
+/// start (the listener's `cpu-limit`; time spent waiting for a worker
+/// thread counts too). Past it the call's future is dropped, which unwinds
+/// the guest; the instance is not used again.
+pub(super) async fn call(
+    store: &mut Store<HostState>,
+    handler: &ConnectionHandler,
+    cpu_limit: Duration,
+    what: Inbox<'_>,
+) -> Result<(), ShutdownReason> {
+    let inbox = handler.pier_server_inbox();
+    // The deadline is relative to the epoch when it is set: set it now, or a
+    // call after a quiet spell would find it long passed and yield at once
+    // (a timer registration and a wake-up for every message).
+    store.set_epoch_deadline(1);
+    let started = Instant::now();
+    let fut = async {
+        match what {
+            Inbox::NewCsa(info) => inbox.call_new_csa(&mut *store, &info).await,
+            Inbox::Data(bytes) => inbox.call_data(&mut *store, bytes).await,
+            Inbox::EndOfInput => inbox.call_end_of_input(&mut *store).await,
+            Inbox::Writable => inbox.call_writable(&mut *store).await,
+            Inbox::Message(topic, body) => inbox.call_message(&mut *store, topic, body).await,
+            Inbox::ShutdownCsa(reason) => inbox.call_shutdown_csa(&mut *store, &reason).await,
+        }
+    };
+    let mut fut = std::pin::pin!(fut);
+    // Armed only when the call does not end in its first poll (it yielded
+    // at an epoch tick, or waits on the host): most calls never need one.
+    let mut timer: Option<Pin<Box<Sleep>>> = None;
+    let outcome = std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(r));
+        }
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(started + cpu_limit)));
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await;
+    match outcome {
+        Some(Ok(())) => Ok(()),
+        Some(Err(trap)) => Err(trap_reason(&trap)),
+        None => Err(ShutdownReason::CpuLimit),
+    }
+}
+
+fn trap_reason(err: &wasmtime::Error) -> ShutdownReason {
+    if MemoryLimitExceeded::is_cause_of(err) {
+        return ShutdownReason::MemoryLimit;
+    }
+    let cause = match err.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => err.root_cause().to_string(),
+    };
+    ShutdownReason::Trapped(cause)
+}
+
+/// The WIT reason for a host reason the handler can still be told.
+pub(super) fn wit_reason(reason: &ShutdownReason) -> Option<WitShutdownReason> {
+    Some(match reason {
+        ShutdownReason::PeerClosed => WitShutdownReason::PeerClosed,
+        ShutdownReason::PeerReset => WitShutdownReason::PeerReset,
+        ShutdownReason::IdleTimeout => WitShutdownReason::IdleTimeout,
+        ShutdownReason::ServerShutdown => WitShutdownReason::ServerShutdown,
+        ShutdownReason::Finished => WitShutdownReason::Finished,
+        ShutdownReason::Closed => WitShutdownReason::Closed,
+        ShutdownReason::SocketError(e) => WitShutdownReason::SocketError(e.clone()),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_limit_is_known_by_its_type_not_its_text() {
+        let limit = wasmtime::Error::from(MemoryLimitExceeded { desired: 2, limit: 1 }).context("while growing");
+        assert_eq!(trap_reason(&limit), ShutdownReason::MemoryLimit);
+        let lookalike = wasmtime::Error::msg("memory limit reached: but not ours");
+        assert!(matches!(trap_reason(&lookalike), ShutdownReason::Trapped(_)));
+    }
+}

@@ -1,0 +1,309 @@
+//! The CSA (connected socket adapter): one task per accepted connection that
+//! drives its handler instance and moves bytes between the socket and it
+//! (Kamaelia's ConnectedSocketAdapter).
+//!
+//! Each turn of the task's loop flushes the outbox, reads its state once (a
+//! [`Snapshot`]), delivers what is due (`writable`, backplane messages),
+//! then waits for one wake-up source: the doorbell (an embedder, or
+//! `serverShutdown`), the socket, the backplane mailbox, or the idle timer.
+//!
+//! - `mod.rs`: the loop.
+//! - [`io`]: the socket: readiness, pooled read buffers, the orderly close.
+//! - [`call`]: one inbox call under the listener's deadline.
+
+mod call;
+mod io;
+
+pub use io::READ_CHUNK;
+
+use crate::bindings::{ConnectionHandler, ConnectionInfo, WitShutdownReason};
+use crate::events::ShutdownReason;
+use crate::outbox::doorbell::{ABORT, SHUTDOWN};
+use crate::outbox::{Link, WriteState};
+use crate::sandbox::HostState;
+use crate::services::backplane::Subscriber;
+use crate::shutdown::Stop;
+use crate::tenant::Tenant;
+use call::{Inbox, call, wit_reason};
+use io::{SocketIo, io_reason};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+use tracing::{debug, info};
+use wasmtime::Store;
+
+/// Backplane messages delivered between two flushes of the outbox.
+const MESSAGE_BATCH: usize = 64;
+
+/// One accepted connection, as its listener hands it over.
+pub(crate) struct Accepted {
+    pub(crate) stream: TcpStream,
+    pub(crate) id: u64,
+    pub(crate) peer: SocketAddr,
+    pub(crate) local: SocketAddr,
+    /// Its outbox, already shared with the embedder's `CsaHandle`.
+    pub(crate) link: Arc<Link>,
+}
+
+/// Runs one connection from accept to close; returns why it ended.
+pub(crate) async fn serve(conn: Accepted, tenant: Arc<Tenant>, stop: Stop) -> ShutdownReason {
+    let Accepted { stream, id, peer, local, link } = conn;
+    let _registration = stop.register(id, &link);
+    let subscriber = Arc::<Subscriber>::default();
+    // Boxed: instantiation is done before the connection idles, and its
+    // state would otherwise enlarge every live connection's task.
+    let instance = Box::pin(instantiate(&tenant, id, &link, Some(stream), &subscriber)).await;
+    let (store, handler) = match instance {
+        Ok(instance) => instance,
+        Err(reason) => return reason,
+    };
+    let idle = Box::pin(tokio::time::sleep(tenant.config.idle_timeout));
+    let mut csa = Csa {
+        store,
+        handler,
+        link,
+        subscriber,
+        tenant,
+        input_ended: false,
+        told_shutdown: false,
+        last_activity: Instant::now(),
+        idle,
+    };
+    let info =
+        ConnectionInfo { id, listener: csa.tenant.name.to_string(), peer: peer.to_string(), local: local.to_string() };
+    let reason = match csa.serve(info).await {
+        Err(reason) => reason,
+        Ok(never) => match never {},
+    };
+    csa.close(&reason).await;
+    let dropped = csa.subscriber.dropped();
+    if dropped > 0 {
+        info!(dropped, "backplane messages dropped: the handler was too slow");
+    }
+    reason
+}
+
+async fn instantiate(
+    tenant: &Tenant,
+    id: u64,
+    link: &Arc<Link>,
+    socket: Option<TcpStream>,
+    subscriber: &Arc<Subscriber>,
+) -> Result<(Store<HostState>, ConnectionHandler), ShutdownReason> {
+    let mut store = tenant
+        .store(id, link.clone(), socket, subscriber.clone())
+        .map_err(|e| ShutdownReason::InstantiateFailed(format!("preparing the sandbox: {e:#}")))?;
+    match tenant.pre.instantiate_async(&mut store).await {
+        Ok(handler) => Ok((store, handler)),
+        Err(e) => Err(ShutdownReason::InstantiateFailed(format!("{e:#}"))),
+    }
+}
+
+/// What a connection costs before its first byte: a store, an instance and
+/// the `new-csa` call; all dropped on return. For measurements.
+pub(crate) async fn instantiate_and_greet(tenant: &Tenant, id: u64) -> Result<(), ShutdownReason> {
+    let link = Link::new(tenant.config.outbox_high_water, tenant.config.outbox_low_water);
+    let (mut store, handler) = instantiate(tenant, id, &link, None, &Arc::default()).await?;
+    let info = ConnectionInfo {
+        id,
+        listener: tenant.name.to_string(),
+        peer: "127.0.0.1:1".into(),
+        local: "127.0.0.1:2".into(),
+    };
+    call(&mut store, &handler, tenant.config.cpu_limit, Inbox::NewCsa(info)).await
+}
+
+/// A live connection: its instance, and where its loop stands.
+struct Csa {
+    store: Store<HostState>,
+    handler: ConnectionHandler,
+    link: Arc<Link>,
+    subscriber: Arc<Subscriber>,
+    tenant: Arc<Tenant>,
+    /// The peer sent FIN.
+    input_ended: bool,
+    /// `shutdown-csa(server-shutdown)` was delivered.
+    told_shutdown: bool,
+    last_activity: Instant,
+    idle: Pin<Box<Sleep>>,
+}
+
+/// The outbox's state, read under one lock at the top of a turn.
+struct Snapshot {
+    state: WriteState,
+    queued: usize,
+    full: bool,
+    paused: bool,
+    /// A blocked `send` drained below low water: `writable` is owed.
+    writable_due: bool,
+}
+
+/// What woke the task.
+enum Wake {
+    Doorbell(u8),
+    Socket(SocketIo),
+    Mail,
+    IdleTimer,
+}
+
+/// `Err` ends the connection, with its reason.
+type Turn = Result<(), ShutdownReason>;
+
+impl Csa {
+    /// The connection's life after instantiation; ends only with a reason.
+    async fn serve(&mut self, info: ConnectionInfo) -> Result<Infallible, ShutdownReason> {
+        self.deliver(Inbox::NewCsa(info)).await?;
+        loop {
+            self.flush()?;
+            let now = self.snapshot();
+            self.end_if_done(&now)?;
+            if now.writable_due {
+                self.deliver(Inbox::Writable).await?;
+                continue;
+            }
+            if self.takes_mail(&now) && self.deliver_messages().await? > 0 {
+                continue;
+            }
+            match self.wait(&now).await {
+                Wake::Doorbell(bits) => self.on_doorbell(bits).await?,
+                Wake::Socket(io) => self.on_socket(io).await?,
+                Wake::Mail => {}
+                Wake::IdleTimer => self.on_idle_timer()?,
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let mut o = self.link.outbox();
+        let writable_due = o.take_writable();
+        Snapshot { state: o.state, queued: o.queued(), full: o.is_full(), paused: o.reading_paused, writable_due }
+    }
+
+    /// Ends the connection once the handler closed, or finished and every
+    /// queued byte is written.
+    fn end_if_done(&self, now: &Snapshot) -> Turn {
+        match now.state {
+            WriteState::Closed => Err(ShutdownReason::Closed),
+            WriteState::Finishing if now.queued == 0 => {
+                io::shutdown_write(self.socket());
+                Err(if self.told_shutdown {
+                    ShutdownReason::ServerShutdown
+                } else if self.input_ended {
+                    ShutdownReason::PeerClosed
+                } else {
+                    ShutdownReason::Finished
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Backplane messages are delivered while the handler can still answer.
+    fn takes_mail(&self, now: &Snapshot) -> bool {
+        now.state == WriteState::Open && !self.told_shutdown
+    }
+
+    async fn wait(&mut self, now: &Snapshot) -> Wake {
+        let read = !self.input_ended && !now.paused && !now.full && now.state == WriteState::Open;
+        let write = now.queued > 0;
+        let mail = self.takes_mail(now);
+        let socket = self.store.data_mut().peer.socket.as_mut().expect("a live connection has its socket");
+        tokio::select! {
+            biased;
+            bits = self.link.doorbell.rung() => Wake::Doorbell(bits),
+            io = io::socket_io(socket, read, write) => Wake::Socket(io),
+            () = std::future::poll_fn(|cx| self.subscriber.poll_mail(cx)), if mail => Wake::Mail,
+            () = self.idle.as_mut() => Wake::IdleTimer,
+        }
+    }
+
+    /// An embedder changed the outbox (the next turn acts on it), or the
+    /// server is shutting down.
+    async fn on_doorbell(&mut self, bits: u8) -> Turn {
+        if bits & ABORT != 0 {
+            return Err(ShutdownReason::ServerShutdown);
+        }
+        if bits & SHUTDOWN != 0 && !self.told_shutdown {
+            self.told_shutdown = true;
+            self.deliver(Inbox::ShutdownCsa(WitShutdownReason::ServerShutdown)).await?;
+            self.link.outbox().finish();
+        }
+        Ok(())
+    }
+
+    async fn on_socket(&mut self, io: SocketIo) -> Turn {
+        match io {
+            SocketIo::Read(Ok((_, 0))) => {
+                self.input_ended = true;
+                self.deliver(Inbox::EndOfInput).await
+            }
+            SocketIo::Read(Ok((buf, n))) => {
+                self.last_activity = Instant::now();
+                self.deliver(Inbox::Data(&buf.0[..n])).await
+            }
+            SocketIo::Read(Err(e)) | SocketIo::Writable(Err(e)) => Err(io_reason(&e)),
+            SocketIo::Writable(Ok(())) => Ok(()),
+        }
+    }
+
+    /// The timer is set for the idle timeout after the last activity it
+    /// knew of; activity since only moves it on.
+    fn on_idle_timer(&mut self) -> Turn {
+        let deadline = self.last_activity + self.tenant.config.idle_timeout;
+        if Instant::now() >= deadline {
+            return Err(ShutdownReason::IdleTimeout);
+        }
+        self.idle.as_mut().reset(deadline);
+        Ok(())
+    }
+
+    /// Hands waiting backplane messages to the handler, a batch at a time
+    /// so the outbox is flushed once per batch rather than per message.
+    async fn deliver_messages(&mut self) -> Result<usize, ShutdownReason> {
+        let mut delivered = 0;
+        while delivered < MESSAGE_BATCH {
+            let Some(m) = self.subscriber.take() else { break };
+            self.deliver(Inbox::Message(&m.topic, &m.body)).await?;
+            delivered += 1;
+        }
+        Ok(delivered)
+    }
+
+    fn socket(&self) -> &TcpStream {
+        self.store.data().peer.socket.as_ref().expect("a live connection has its socket")
+    }
+
+    /// Writes what the socket takes now, without waiting.
+    fn flush(&mut self) -> Turn {
+        let mut outbox = self.link.outbox();
+        let wrote_directly = std::mem::take(&mut outbox.wrote_directly);
+        let socket = self.store.data().peer.socket.as_ref().expect("a live connection has its socket");
+        let flushed = outbox.queued() > 0 && outbox.write_to(socket).map_err(|e| io_reason(&e))? > 0;
+        drop(outbox);
+        if wrote_directly || flushed {
+            self.last_activity = Instant::now();
+        }
+        Ok(())
+    }
+
+    async fn deliver(&mut self, what: Inbox<'_>) -> Turn {
+        call(&mut self.store, &self.handler, self.tenant.config.cpu_limit, what).await
+    }
+
+    /// Tells a live handler why its connection ended, then closes the socket.
+    async fn close(&mut self, reason: &ShutdownReason) {
+        self.link.outbox().close();
+        if !self.told_shutdown
+            && let Some(wit) = wit_reason(reason)
+        {
+            let _ = self.deliver(Inbox::ShutdownCsa(wit)).await;
+        }
+        if matches!(reason, ShutdownReason::Finished | ShutdownReason::ServerShutdown) && !self.input_ended {
+            io::linger(self.socket(), &self.link.doorbell).await;
+        }
+        debug!("socket closed");
+    }
+}

@@ -1,0 +1,153 @@
+//! What a handler instance's `Store` holds: its WASI context (nothing
+//! granted), its memory limiter, its service clients, and its connection:
+//! the outbox it shares with the CSA task and the socket itself.
+
+use super::guest_log::{GuestLog, Stdio};
+use super::limits::MemoryLimiter;
+use crate::bindings::pier::server as pier;
+use crate::bindings::{self, SendError as WitSendError};
+use crate::config::ListenerConfig;
+use crate::outbox::{Link, SendError};
+use crate::services;
+use std::io;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use wasmtime::component::{HasSelf, Linker, ResourceTable, WasmList};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+
+/// Most entries a guest may keep in its WASI resource table.
+const MAX_RESOURCES: usize = 1024;
+
+/// The instance name of the `outbox` interface, whose `send` pier links
+/// itself ([`Peer::send`]). Only this instance provides the outbox: were the
+/// name to drift from wit/pier.wit, every handler would fail to link, never
+/// quietly lose the fast path.
+const OUTBOX_IMPORT: &str = "pier:server/outbox@0.1.0";
+
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) peer: Peer,
+    config: services::config::Client,
+    backplane: services::backplane::Client,
+    keyvalue: services::keyvalue::Client,
+}
+
+/// The guest's connection: the outbox its `send` fills, and the socket.
+/// The socket lives here, in the store, because the guest's `send` writes
+/// to it: it is open exactly as long as an instance can call `send`.
+pub(crate) struct Peer {
+    pub(crate) link: Arc<Link>,
+    /// `None` in measurements and start-up probes, which have no peer.
+    pub(crate) socket: Option<TcpStream>,
+}
+
+/// The service clients one connection's handler reaches.
+pub(crate) struct Services {
+    pub(crate) config: services::config::Client,
+    pub(crate) backplane: services::backplane::Client,
+    pub(crate) keyvalue: services::keyvalue::Client,
+}
+
+impl HostState {
+    /// WASI 0.2 with nothing granted but what the listener lists: no
+    /// directories, environment, arguments or network; stdin is empty.
+    pub(crate) fn new(listener: &ListenerConfig, peer: Peer, services: Services) -> anyhow::Result<Self> {
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(GuestLog(Stdio::Stdout))
+            .stderr(GuestLog(Stdio::Stderr))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        for (key, value) in &listener.env {
+            wasi.env(key, value);
+        }
+        for dir in &listener.allow_dirs {
+            let guest_path = dir.to_string_lossy();
+            wasi.preopened_dir(dir, &guest_path, FsPerms::ReadOnly)?;
+        }
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
+        let Services { config, backplane, keyvalue } = services;
+        let limiter = MemoryLimiter { limit: usize::try_from(listener.memory_limit).unwrap_or(usize::MAX) };
+        Ok(Self { wasi: wasi.build(), table, limiter, peer, config, backplane, keyvalue })
+    }
+
+    /// Links every import of the `connection-handler` world: WASI, the
+    /// outbox (with pier's own `send`) and each service's client.
+    pub(crate) fn add_to_linker(linker: &mut Linker<Self>) -> anyhow::Result<()> {
+        use bindings::wasi::keyvalue;
+        type Kv = HasSelf<services::keyvalue::Client>;
+        wasmtime_wasi::p2::add_to_linker_async(linker)?;
+        pier::types::add_to_linker::<_, HasSelf<Peer>>(linker, |s| &mut s.peer)?;
+        pier::config::add_to_linker::<_, HasSelf<services::config::Client>>(linker, |s| &mut s.config)?;
+        pier::backplane::add_to_linker::<_, HasSelf<services::backplane::Client>>(linker, |s| &mut s.backplane)?;
+        keyvalue::store::add_to_linker::<_, Kv>(linker, |s| &mut s.keyvalue)?;
+        keyvalue::atomics::add_to_linker::<_, Kv>(linker, |s| &mut s.keyvalue)?;
+        let mut outbox = linker.instance(OUTBOX_IMPORT)?;
+        pier::outbox::add_to_linker_instance::<_, HasSelf<Peer>>(&mut outbox, |s| &mut s.peer)?;
+        // `send` reads the bytes in place in the guest's memory (`WasmList`)
+        // instead of the generated binding's copy into a fresh `Vec`.
+        linker.allow_shadowing(true);
+        linker.instance(OUTBOX_IMPORT)?.func_wrap(
+            "send",
+            |store: wasmtime::StoreContextMut<'_, Self>, (data,): (WasmList<u8>,)| {
+                let bytes = data.as_le_slice(&store);
+                Ok((store.data().peer.send(bytes).map_err(WitSendError::from),))
+            },
+        )?;
+        linker.allow_shadowing(false);
+        Ok(())
+    }
+}
+
+impl Peer {
+    /// The guest's `send`: with nothing queued, straight to the socket.
+    fn send(&self, bytes: &[u8]) -> Result<(), SendError> {
+        self.link.outbox().send_through(bytes, |b| match &self.socket {
+            Some(socket) => socket.try_write(b),
+            None => Err(io::ErrorKind::WouldBlock.into()),
+        })
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl pier::types::Host for Peer {}
+
+impl pier::outbox::Host for Peer {
+    /// Shadowed by the `send` that [`HostState::add_to_linker`] links.
+    fn send(&mut self, data: Vec<u8>) -> Result<(), WitSendError> {
+        self.link.outbox().send(data).map_err(WitSendError::from)
+    }
+
+    fn finish(&mut self) {
+        self.link.outbox().finish();
+    }
+
+    fn close(&mut self) {
+        self.link.outbox().close();
+    }
+
+    fn pause_reading(&mut self) {
+        self.link.outbox().reading_paused = true;
+    }
+
+    fn resume_reading(&mut self) {
+        self.link.outbox().reading_paused = false;
+    }
+}
+
+impl From<SendError> for WitSendError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::WouldBlock => WitSendError::WouldBlock,
+            SendError::Closed => WitSendError::Closed,
+        }
+    }
+}

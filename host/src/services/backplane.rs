@@ -1,0 +1,248 @@
+//! The backplane (Kamaelia's Backplane): host-run publish/subscribe between
+//! the connections of a listener, or of the listeners that name the same
+//! backplane. Publishing never blocks: each subscriber has a bounded mailbox
+//! and a full one loses its oldest message (counted).
+
+use crate::bindings::pier::server::backplane::Host;
+use futures_util::task::AtomicWaker;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+/// Undelivered messages (and bytes) one connection may have before the
+/// oldest is dropped: enough to absorb a burst from a fast publisher while
+/// the subscriber's task catches up, bounded for one that never does.
+pub const MAILBOX_CAPACITY: usize = 1024;
+pub const MAILBOX_BYTES: usize = 1 << 20;
+/// Largest message `publish` accepts; larger ones are dropped and logged.
+pub const MAX_MESSAGE: usize = 64 << 10;
+/// Most topics one connection may subscribe to; and longest topic name.
+pub const MAX_TOPICS: usize = 64;
+pub const MAX_TOPIC_LEN: usize = 256;
+
+/// A message on its way to one subscriber.
+#[derive(Clone, Debug)]
+pub(crate) struct Message {
+    pub(crate) topic: Arc<str>,
+    pub(crate) body: Arc<[u8]>,
+}
+
+/// Messages waiting for one connection's handler.
+#[derive(Debug, Default)]
+struct Mailbox {
+    queue: VecDeque<Message>,
+    bytes: usize,
+    dropped: u64,
+}
+
+impl Mailbox {
+    /// Queues a message; a full mailbox drops its oldest. True if it dropped.
+    fn push(&mut self, message: Message) -> bool {
+        let mut dropped = false;
+        while !self.queue.is_empty()
+            && (self.queue.len() >= MAILBOX_CAPACITY || self.bytes + message.body.len() > MAILBOX_BYTES)
+        {
+            self.pop();
+            self.dropped += 1;
+            dropped = true;
+        }
+        self.bytes += message.body.len();
+        self.queue.push_back(message);
+        dropped
+    }
+
+    fn pop(&mut self) -> Option<Message> {
+        let message = self.queue.pop_front()?;
+        self.bytes -= message.body.len();
+        Some(message)
+    }
+}
+
+/// One connection as the backplane sees it: a mailbox, and a waker for the
+/// task that empties it. Whether mail waits is one atomic flag, so a task
+/// looks for mail without taking the mailbox's lock.
+#[derive(Debug, Default)]
+pub(crate) struct Subscriber {
+    mailbox: Mutex<Mailbox>,
+    has_mail: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Subscriber {
+    fn mailbox(&self) -> MutexGuard<'_, Mailbox> {
+        self.mailbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a message and wakes the subscriber's task. True if the
+    /// mailbox was full and lost its oldest message.
+    fn deliver(&self, message: Message) -> bool {
+        let dropped = {
+            let mut mailbox = self.mailbox();
+            let dropped = mailbox.push(message);
+            self.has_mail.store(true, Ordering::Release);
+            dropped
+        };
+        self.waker.wake();
+        dropped
+    }
+
+    /// The next waiting message, if any.
+    pub(crate) fn take(&self) -> Option<Message> {
+        if !self.has_mail.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut mailbox = self.mailbox();
+        let message = mailbox.pop();
+        if mailbox.queue.is_empty() {
+            self.has_mail.store(false, Ordering::Release);
+        }
+        message
+    }
+
+    /// Ready once mail waits.
+    pub(crate) fn poll_mail(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.has_mail.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        if self.has_mail.load(Ordering::Acquire) { Poll::Ready(()) } else { Poll::Pending }
+    }
+
+    /// Messages this subscriber lost to a full mailbox.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.mailbox().dropped
+    }
+}
+
+/// The subscribers of one topic, by connection id.
+type Subscribers = HashMap<u64, Arc<Subscriber>>;
+
+/// One backplane: topics and their subscribers.
+#[derive(Default)]
+pub(crate) struct Backplane {
+    topics: Mutex<HashMap<Arc<str>, Subscribers>>,
+    dropped: AtomicU64,
+}
+
+impl Backplane {
+    fn topics(&self) -> MutexGuard<'_, HashMap<Arc<str>, Subscribers>> {
+        self.topics.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn subscribe(&self, topic: &str, conn: u64, subscriber: &Arc<Subscriber>) {
+        let mut topics = self.topics();
+        match topics.get_mut(topic) {
+            Some(subs) => {
+                subs.insert(conn, subscriber.clone());
+            }
+            None => {
+                topics.insert(Arc::from(topic), HashMap::from([(conn, subscriber.clone())]));
+            }
+        }
+    }
+
+    fn unsubscribe(&self, topic: &str, conn: u64) {
+        let mut topics = self.topics();
+        if let Some(subs) = topics.get_mut(topic) {
+            subs.remove(&conn);
+            if subs.is_empty() {
+                topics.remove(topic);
+            }
+        }
+    }
+
+    /// Delivers to every subscriber of `topic` but the publisher.
+    fn publish(&self, topic: &str, body: Vec<u8>, publisher: u64) {
+        let topics = self.topics();
+        let Some((name, subs)) = topics.get_key_value(topic) else { return };
+        let message = Message { topic: name.clone(), body: Arc::from(body) };
+        for (&conn, subscriber) in subs {
+            if conn != publisher && subscriber.deliver(message.clone()) {
+                let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::debug!(
+                    conn,
+                    topic,
+                    dropped_total = total,
+                    "backplane: mailbox full, dropped the oldest message"
+                );
+            }
+        }
+    }
+}
+
+/// One connection's side of the backplane: what its handler's `backplane`
+/// imports reach. Its subscriptions end when it is dropped with the
+/// connection's store, however the connection ended.
+pub(crate) struct Client {
+    backplane: Arc<Backplane>,
+    conn: u64,
+    subscriber: Arc<Subscriber>,
+    topics: Vec<String>,
+}
+
+impl Client {
+    pub(crate) fn new(backplane: Arc<Backplane>, conn: u64, subscriber: Arc<Subscriber>) -> Self {
+        Self { backplane, conn, subscriber, topics: Vec::new() }
+    }
+}
+
+impl Host for Client {
+    fn publish(&mut self, topic: String, message: Vec<u8>) {
+        if message.len() > MAX_MESSAGE {
+            tracing::debug!(len = message.len(), "backplane: message too large, dropped");
+            return;
+        }
+        self.backplane.publish(&topic, message, self.conn);
+    }
+
+    fn subscribe(&mut self, topic: String) {
+        if self.topics.contains(&topic) {
+            return;
+        }
+        if self.topics.len() >= MAX_TOPICS || topic.len() > MAX_TOPIC_LEN {
+            tracing::debug!("backplane: subscription refused (too many topics or name too long)");
+            return;
+        }
+        self.backplane.subscribe(&topic, self.conn, &self.subscriber);
+        self.topics.push(topic);
+    }
+
+    fn unsubscribe(&mut self, topic: String) {
+        self.backplane.unsubscribe(&topic, self.conn);
+        self.topics.retain(|t| *t != topic);
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        for topic in &self.topics {
+            self.backplane.unsubscribe(topic, self.conn);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_mailbox_loses_its_oldest_message() {
+        let backplane = Arc::new(Backplane::default());
+        let (a, b) = (Arc::new(Subscriber::default()), Arc::new(Subscriber::default()));
+        let mut alice = Client::new(backplane.clone(), 1, a.clone());
+        let mut bob = Client::new(backplane.clone(), 2, b.clone());
+        alice.subscribe("room".into());
+        bob.subscribe("room".into());
+        for i in 0..MAILBOX_CAPACITY + 1 {
+            alice.publish("room".into(), i.to_string().into_bytes());
+        }
+        assert!(a.take().is_none(), "the publisher does not get its own message");
+        assert_eq!(b.dropped(), 1);
+        assert_eq!(&*b.take().unwrap().body, b"1");
+        drop(bob);
+        alice.publish("room".into(), b"x".to_vec());
+        assert_eq!(b.take().map(|_| ()), Some(()), "what was queued stays");
+        assert!(backplane.topics().get("room").is_some_and(|s| s.len() == 1), "bob's subscription ended with him");
+    }
+}

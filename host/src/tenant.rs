@@ -1,0 +1,90 @@
+//! A tenant: what every connection of one listener shares (its settings, its
+//! pre-linked handler, its backplane and key-value store), and how each
+//! connection's store is made from it.
+
+use crate::bindings::ConnectionHandlerPre;
+use crate::config::{ListenerConfig, ServerConfig};
+use crate::outbox::Link;
+use crate::sandbox::state::{Peer, Services};
+use crate::sandbox::{HostState, plugin};
+use crate::services::backplane::{self, Backplane, Subscriber};
+use crate::services::{config, keyvalue};
+use anyhow::Context;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use wasmtime::Store;
+
+pub(crate) struct Tenant {
+    pub(crate) name: Arc<str>,
+    pub(crate) config: ListenerConfig,
+    pub(crate) pre: ConnectionHandlerPre<HostState>,
+    /// The listener's `config` table, shared by its handlers' `config.get`.
+    settings: Arc<BTreeMap<String, String>>,
+    backplane: Arc<Backplane>,
+    store: Arc<keyvalue::Store>,
+}
+
+impl Tenant {
+    /// Compiles and links every listener's plugin, and gives each its
+    /// backplane (shared by name) and key-value store.
+    pub(crate) fn load_all(engine: &wasmtime::Engine, config: &ServerConfig) -> anyhow::Result<Vec<Arc<Tenant>>> {
+        let linker = plugin::linker(engine)?;
+        let mut backplanes: HashMap<String, Arc<Backplane>> = HashMap::new();
+        let mut tenants = Vec::new();
+        for l in &config.listeners {
+            let component = plugin::compile(engine, &l.plugin)?;
+            let pre = plugin::prepare(&linker, &component, &l.plugin)?;
+            let backplane = backplanes.entry(l.backplane.clone().unwrap_or_else(|| l.name.clone())).or_default();
+            tenants.push(Arc::new(Tenant {
+                name: Arc::from(l.name.as_str()),
+                config: l.clone(),
+                pre,
+                settings: Arc::new(l.settings.clone()),
+                backplane: backplane.clone(),
+                store: Arc::default(),
+            }));
+        }
+        Ok(tenants)
+    }
+
+    /// A store for connection `conn`: its sandbox, its service clients, and
+    /// its peer (`socket`, and the outbox `link` it shares with the task).
+    pub(crate) fn store(
+        &self,
+        conn: u64,
+        link: Arc<Link>,
+        socket: Option<TcpStream>,
+        subscriber: Arc<Subscriber>,
+    ) -> anyhow::Result<Store<HostState>> {
+        let services = Services {
+            config: config::Client(self.settings.clone()),
+            backplane: backplane::Client::new(self.backplane.clone(), conn, subscriber),
+            keyvalue: keyvalue::Client::new(self.store.clone()),
+        };
+        let state = HostState::new(&self.config, Peer { link, socket }, services)?;
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        // Yield to tokio at every epoch tick: a busy guest never holds a
+        // worker thread, and the deadline around each call can fire.
+        store.epoch_deadline_async_yield_and_update(1);
+        store.set_epoch_deadline(1);
+        Ok(store)
+    }
+
+    /// Instantiates the handler once, calling nothing, so that a handler
+    /// this listener's limits cannot hold (its initial memory past
+    /// `memory-limit`, say) is an error at start-up, not at every connection.
+    pub(crate) async fn probe(&self) -> anyhow::Result<()> {
+        let link = Link::new(self.config.outbox_high_water, self.config.outbox_low_water);
+        let mut store = self.store(0, link, None, Arc::default())?;
+        self.pre.instantiate_async(&mut store).await.map(drop).map_err(anyhow::Error::from).with_context(|| {
+            format!(
+                "listener `{}`: plugin `{}` cannot be instantiated within this listener's limits (memory-limit {})",
+                self.name,
+                self.config.plugin.display(),
+                crate::config::units::format_size(self.config.memory_limit)
+            )
+        })
+    }
+}
