@@ -3,6 +3,7 @@
 //! connection's store is made from it.
 
 use crate::bindings::ConnectionHandlerPre;
+use crate::config::units::format_size;
 use crate::config::{ListenerConfig, ServerConfig};
 use crate::outbox::Link;
 use crate::sandbox::state::{Peer, Services};
@@ -33,8 +34,9 @@ impl Tenant {
         let mut backplanes: HashMap<String, Arc<Backplane>> = HashMap::new();
         let mut tenants = Vec::new();
         for l in &config.listeners {
-            let component = plugin::compile(engine, &l.plugin)?;
-            let pre = plugin::prepare(&linker, &component, &l.plugin)?;
+            let limits = || format!("listener `{}` (memory-limit {})", l.name, format_size(l.memory_limit));
+            let component = plugin::compile(engine, &l.plugin).with_context(limits)?;
+            let pre = plugin::prepare(&linker, &component, &l.plugin).with_context(limits)?;
             let backplane = backplanes.entry(l.backplane.clone().unwrap_or_else(|| l.name.clone())).or_default();
             tenants.push(Arc::new(Tenant {
                 name: Arc::from(l.name.as_str()),
@@ -80,10 +82,10 @@ impl Tenant {
         let mut store = self.store(0, link, None, Arc::default())?;
         self.pre.instantiate_async(&mut store).await.map(drop).map_err(anyhow::Error::from).with_context(|| {
             format!(
-                "listener `{}`: plugin `{}` cannot be instantiated within this listener's limits (memory-limit {})",
+                "listener `{}` (memory-limit {}): plugin `{}` cannot be instantiated within this listener's limits",
                 self.name,
+                format_size(self.config.memory_limit),
                 self.config.plugin.display(),
-                crate::config::units::format_size(self.config.memory_limit)
             )
         })
     }

@@ -1,7 +1,7 @@
 //! The chat guest over the backplane, with raw sockets and socat.
 
 use crate::common::*;
-use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -31,6 +31,13 @@ impl Client {
         let mut line = String::new();
         self.r.read_line(&mut line).expect("a line in time");
         line
+    }
+
+    /// Everything left until the server closes; panics on timeout or reset.
+    fn rest(&mut self) -> String {
+        let mut rest = String::new();
+        self.r.read_to_string(&mut rest).expect("read to EOF");
+        rest
     }
 
     /// Asserts that nothing arrives for a moment.
@@ -120,4 +127,20 @@ fn works_with_socat() {
     let said = a.line();
     assert!(said.starts_with("<user") && said.ends_with("> hi from socat\n"), "{said}");
     assert!(a.line().ends_with("left\n"));
+}
+
+#[test]
+fn sigterm_says_goodbye_then_closes_and_exits_zero() {
+    let mut pier = Pier::serve("chat", &["--grace", "3s"]);
+    let mut a = Client::join(&pier);
+    pier.signal(libc::SIGTERM);
+    // The line sent from shutdown-csa(server-shutdown) is flushed before the
+    // orderly close: the last thing the client reads, then EOF.
+    assert_eq!(a.line(), "* server shutting down\n", "a goodbye before the close");
+    assert_eq!(a.rest(), "", "nothing after the goodbye but EOF");
+    // Our FIN ends the host's linger at once.
+    drop(a);
+    let status = pier.wait(Duration::from_secs(3) + STEP).expect("pier exited");
+    assert!(status.success(), "exit status {status}");
+    assert!(pier.stderr().contains("server stopped"));
 }

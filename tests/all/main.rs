@@ -10,5 +10,6 @@ mod embed;
 mod flow;
 mod http;
 mod limits;
+mod options;
 mod resp;
 mod shutdown;

@@ -85,7 +85,11 @@ impl Handler for Chat {
         out.send(message);
     }
 
-    fn on_shutdown(&mut self, _reason: &ShutdownReason) {
+    fn on_shutdown(&mut self, out: &mut Outbox, reason: &ShutdownReason) {
+        // The one reason with the connection still open: say why it ends.
+        if matches!(reason, ShutdownReason::ServerShutdown) {
+            out.send(b"* server shutting down\n");
+        }
         self.leave();
         if self.dropped > 0 {
             eprintln!("{}: dropped {} messages for a slow reader", self.nick, self.dropped);

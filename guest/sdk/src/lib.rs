@@ -21,7 +21,9 @@
 //! own instance anyway), turns inbox calls into method calls, and gives each
 //! method an [`Outbox`] whose `send` never fails for flow control: bytes the
 //! host refuses with `would-block` wait in the SDK and go out on `writable`;
-//! `finish` waits for them too.
+//! `finish` waits for them too. When the server shuts down, `on_shutdown`
+//! may still send a last word: the SDK hands what it holds to the host, which
+//! flushes it within the grace period and then closes.
 
 pub mod bindings {
     wit_bindgen::generate!({
@@ -68,8 +70,11 @@ pub trait Handler: Sized + 'static {
     /// A backplane message on a topic this handler subscribed to.
     fn on_message(&mut self, _out: &mut Outbox, _topic: &str, _message: &[u8]) {}
 
-    /// The connection is ending; the last call.
-    fn on_shutdown(&mut self, _reason: &ShutdownReason) {}
+    /// The connection is ending; the last call. On
+    /// `ShutdownReason::ServerShutdown` the connection is still open: what is
+    /// sent now (a goodbye) reaches the peer before it closes. For every other
+    /// reason it is already gone and nothing sent reaches the peer.
+    fn on_shutdown(&mut self, _out: &mut Outbox, _reason: &ShutdownReason) {}
 }
 
 /// Exports a [`Handler`] type as the component's inbox.

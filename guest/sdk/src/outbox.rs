@@ -22,6 +22,12 @@ impl Outbox {
         Self::default()
     }
 
+    /// An outbox already holding `bytes` back, as after a `would-block`.
+    #[cfg(test)]
+    pub(crate) fn holding(bytes: &[u8]) -> Self {
+        Self { pending: bytes.to_vec(), ..Self::default() }
+    }
+
     /// Queues bytes for the peer. False once the connection is finishing or
     /// closed (the bytes are dropped).
     pub fn send(&mut self, bytes: &[u8]) -> bool {

@@ -307,3 +307,45 @@ impl Csa {
         debug!("socket closed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ListenAddr, ListenerConfig, ServerConfig};
+    use crate::sandbox::engine::{self, PoolSize};
+    use std::io::Read;
+
+    /// `send` with nothing queued writes to the connection's own socket
+    /// during the call, straight from the guest's memory: pier's `send` is
+    /// linked, not the generated one that copies into the outbox's queue.
+    #[tokio::test]
+    async fn send_writes_straight_to_the_socket() {
+        // target/<profile>/deps/pier-<hash>
+        let target = std::env::current_exe().unwrap().ancestors().nth(3).unwrap().to_path_buf();
+        let echo = target.join("wasm32-wasip2/release/echo.wasm");
+        assert!(echo.exists(), "{} is missing: run `make build` first", echo.display());
+        let addr = ListenAddr::parse_addr("127.0.0.1:0").unwrap();
+        let mut listener = ListenerConfig::new("fast", addr, echo);
+        listener.max_connections = 1;
+        let config = ServerConfig::new(vec![listener]);
+        let engine = engine::build(PoolSize::for_config(&config)).unwrap();
+        let tenant = Tenant::load_all(&engine, &config).unwrap().remove(0);
+
+        let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = std::net::TcpStream::connect(socket.local_addr().unwrap()).unwrap();
+        client.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let (server, _) = socket.accept().await.unwrap();
+        let link = Link::new(tenant.config.outbox_high_water, tenant.config.outbox_low_water);
+        let (mut store, handler) = instantiate(&tenant, 1, &link, Some(server), &Arc::default()).await.unwrap();
+        let info = ConnectionInfo { id: 1, listener: "fast".into(), peer: "p".into(), local: "l".into() };
+        let cpu = tenant.config.cpu_limit;
+        call(&mut store, &handler, cpu, Inbox::NewCsa(info)).await.unwrap();
+        call(&mut store, &handler, cpu, Inbox::Data(b"ping")).await.unwrap();
+
+        assert_eq!(link.outbox().queued(), 0, "the bytes went to the socket, not the queue");
+        assert!(link.outbox().wrote_directly);
+        let mut got = [0; 4];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"ping");
+    }
+}

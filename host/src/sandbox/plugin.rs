@@ -38,7 +38,7 @@ pub fn compile(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
     }
     Component::new(engine, &bytes)
         .map_err(anyhow::Error::from)
-        .with_context(|| format!("plugin `{shown}` is not a valid component"))
+        .with_context(|| format!("plugin `{shown}` cannot be compiled"))
 }
 
 /// Links a compiled component as a `connection-handler`, or says why not.
