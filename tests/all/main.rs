@@ -9,6 +9,7 @@ mod echo;
 mod embed;
 mod flow;
 mod http;
+mod layout;
 mod limits;
 mod options;
 mod resp;
