@@ -26,8 +26,8 @@ impl ServeArgs {
 
 fn main() -> ExitCode {
     // wasmtime builds an error each time an idle connection's fiber is
-    // dropped; with RUST_BACKTRACE=1 each would capture a backtrace (~14 µs
-    // and a lock per connection). Keep panics' backtraces, skip those.
+    // dropped; with RUST_BACKTRACE=1 each would capture a backtrace (a
+    // lock and a stack walk per connection). Keep panics', skip those.
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
         // SAFETY: no other thread exists yet.
         unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };

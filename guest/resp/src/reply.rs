@@ -69,8 +69,8 @@ impl Reply {
     }
 
     /// `<kind><n>\r\n` for the integers, lengths and counts of nearly every
-    /// reply, formatted by `itoa` (`fmt` was a tenth of the guest's time at
-    /// pipelined GETs).
+    /// reply, formatted by `itoa`: `fmt`'s machinery shows in profiles of
+    /// pipelined commands.
     fn number_line(&mut self, kind: u8, n: impl itoa::Integer) {
         let mut digits = itoa::Buffer::new();
         let digits = digits.format(n).as_bytes();
