@@ -17,7 +17,7 @@ pub struct Cli {
 pub enum Command {
     /// Serve a handler component on a TCP listener, or every listener of a
     /// config file.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Validate a handler component (and print its world, imports and
     /// exports) or a whole config file (and print its listeners), binding
     /// nothing but loading and instantiating each handler as `serve` would.

@@ -47,7 +47,7 @@ fn main() -> ExitCode {
             file::load(&path).and_then(|c| block_on(pier::check_config(&c))).map(print)
         }
         Command::Check { .. } => unreachable!("clap requires a plugin or --config"),
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
