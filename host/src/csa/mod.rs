@@ -74,7 +74,7 @@ pub(crate) async fn serve(conn: Accepted, tenant: Arc<Tenant>, stop: Stop) -> Sh
     };
     let info =
         ConnectionInfo { id, listener: csa.tenant.name.to_string(), peer: peer.to_string(), local: local.to_string() };
-    let reason = match csa.serve(info).await {
+    let reason = match csa.run(info).await {
         Err(reason) => reason,
         Ok(never) => match never {},
     };
@@ -154,7 +154,7 @@ type Turn = Result<(), ShutdownReason>;
 
 impl Csa {
     /// The connection's life after instantiation; ends only with a reason.
-    async fn serve(&mut self, info: ConnectionInfo) -> Result<Infallible, ShutdownReason> {
+    async fn run(&mut self, info: ConnectionInfo) -> Result<Infallible, ShutdownReason> {
         self.deliver(Inbox::NewCsa(info)).await?;
         loop {
             self.flush()?;
