@@ -18,7 +18,7 @@ impl ServeArgs {
         }
         let mut listener = self.listener;
         listener.name.get_or_insert_with(|| "main".into());
-        let config = Settings { listener: vec![listener], ..self.server }.resolve(Path::new("."))?;
+        let config = Settings { listener: vec![listener], ..self.server }.resolve(Path::new(""))?;
         config.validate()?;
         Ok(config)
     }

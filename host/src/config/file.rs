@@ -21,7 +21,7 @@ pub fn load_with(path: &Path, server: &Settings, listener: &ListenerSettings) ->
     let mut config = read(path)?.resolve(base).with_context(|| shown.to_string())?;
     server.apply(&mut config);
     for l in &mut config.listeners {
-        listener.apply(l, Path::new("."));
+        listener.apply(l, Path::new(""));
     }
     config.validate().with_context(|| shown.to_string())?;
     Ok(config)
