@@ -66,8 +66,10 @@ pub enum ShutdownReason {
     Trapped(String),
     /// The handler grew its linear memory past the listener's memory limit.
     MemoryLimit,
-    /// One inbox call ran past the listener's CPU limit.
+    /// One inbox call ran past the listener's `cpu-limit` deadline.
     CpuLimit,
+    /// The connection's calls together ran the guest past `cpu-budget`.
+    CpuBudget,
     /// The handler could not be instantiated.
     InstantiateFailed(String),
 }
@@ -75,7 +77,10 @@ pub enum ShutdownReason {
 impl ShutdownReason {
     /// True when the handler instance is no longer usable.
     pub fn instance_failed(&self) -> bool {
-        matches!(self, Self::Trapped(_) | Self::MemoryLimit | Self::CpuLimit | Self::InstantiateFailed(_))
+        matches!(
+            self,
+            Self::Trapped(_) | Self::MemoryLimit | Self::CpuLimit | Self::CpuBudget | Self::InstantiateFailed(_)
+        )
     }
 }
 
@@ -92,6 +97,7 @@ impl fmt::Display for ShutdownReason {
             Self::Trapped(e) => write!(f, "trapped: {e}"),
             Self::MemoryLimit => f.write_str("memory-limit"),
             Self::CpuLimit => f.write_str("cpu-limit"),
+            Self::CpuBudget => f.write_str("cpu-budget"),
             Self::InstantiateFailed(e) => write!(f, "instantiate-failed: {e}"),
         }
     }

@@ -9,7 +9,7 @@ use crate::outbox::Link;
 use crate::sandbox::state::{Peer, Services};
 use crate::sandbox::{HostState, plugin};
 use crate::services::backplane::{self, Backplane, Subscriber};
-use crate::services::{config, keyvalue};
+use crate::services::{config, keyvalue, limits};
 use anyhow::Context;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -23,6 +23,8 @@ pub(crate) struct Tenant {
     /// The listener's `config` table, shared by its handlers' `config.get`.
     settings: Arc<BTreeMap<String, String>>,
     backplane: Arc<Backplane>,
+    /// What this listener's connections' backplane mailboxes may hold.
+    mail_budget: Arc<backplane::Budget>,
     store: Arc<keyvalue::Store>,
 }
 
@@ -44,7 +46,8 @@ impl Tenant {
                 pre,
                 settings: Arc::new(l.settings.clone()),
                 backplane: backplane.clone(),
-                store: Arc::default(),
+                mail_budget: Arc::new(backplane::Budget::new(l.backplane_max_bytes)),
+                store: Arc::new(keyvalue::Store::new(keyvalue::Budget::new(l.kv_max_bytes, l.kv_max_keys))),
             }));
         }
         Ok(tenants)
@@ -63,6 +66,7 @@ impl Tenant {
             config: config::Client(self.settings.clone()),
             backplane: backplane::Client::new(self.backplane.clone(), conn, subscriber),
             keyvalue: keyvalue::Client::new(self.store.clone()),
+            limits: limits::Client(self.store.clone()),
         };
         let state = HostState::new(&self.config, Peer { link, socket }, services)?;
         let mut store = Store::new(self.pre.engine(), state);
@@ -74,12 +78,18 @@ impl Tenant {
         Ok(store)
     }
 
+    /// A connection's backplane mailbox, counted against this listener's
+    /// budget.
+    pub(crate) fn subscriber(&self) -> Arc<Subscriber> {
+        Arc::new(Subscriber::new(self.mail_budget.clone()))
+    }
+
     /// Instantiates the handler once, calling nothing, so that a handler
     /// this listener's limits cannot hold (its initial memory past
     /// `memory-limit`, say) is an error at start-up, not at every connection.
     pub(crate) async fn probe(&self) -> anyhow::Result<()> {
         let link = Link::new(self.config.outbox_high_water, self.config.outbox_low_water);
-        let mut store = self.store(0, link, None, Arc::default())?;
+        let mut store = self.store(0, link, None, self.subscriber())?;
         self.pre.instantiate_async(&mut store).await.map(drop).map_err(anyhow::Error::from).with_context(|| {
             format!(
                 "listener `{}` (memory-limit {}): plugin `{}` cannot be instantiated within this listener's limits",

@@ -49,6 +49,7 @@ const COMMANDS: &[(&str, i32)] = &[
     ("config", -2),
     ("client", -2),
     ("select", 2),
+    ("info", -1),
     ("quit", -1),
 ];
 
@@ -126,6 +127,7 @@ fn execute<K: Kv + ?Sized>(
             // One database: the listener's bucket.
             Some(_) => reply.error("ERR DB index is out of range"),
         },
+        "info" => info(db, args, reply),
         "quit" => reply.ok(),
         _ => unreachable!("every name in COMMANDS has a branch"),
     }
@@ -167,9 +169,19 @@ fn unknown_subcommand(command: &str, args: &[&[u8]], reply: &mut Reply) {
     reply.error(&format!("ERR unknown subcommand '{}'. Try {command} HELP.", prefix(&sub, 128)));
 }
 
+/// Redis's answer at `maxmemory` with `noeviction`, which pier gives when
+/// the listener's store is at its budget (`kv-max-bytes`, `kv-max-keys`).
+const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
+
+/// Whether the store refused for its budget (pier's `out of budget:`).
+fn out_of_budget(e: &Error) -> bool {
+    matches!(e, Error::Other(text) if text.starts_with("out of budget"))
+}
+
 /// A store failure other than the ones commands answer themselves.
 fn store_error(e: Error, reply: &mut Reply) {
     match e {
+        e if out_of_budget(&e) => reply.error(OOM),
         Error::Other(text) => reply.error(&format!("ERR {text}")),
         Error::NoSuchStore => reply.error("ERR the listener's key-value store is not available"),
         Error::AccessDenied => reply.error("ERR access to the listener's key-value store was denied"),
@@ -192,6 +204,7 @@ fn count(args: &[&[u8]], mut f: impl FnMut(&[u8]) -> Result<bool, Error>) -> Res
 fn increment<K: Kv + ?Sized>(db: &Db<K>, key: &[u8], delta: i64, reply: &mut Reply) -> Result<(), Error> {
     match db.increment(key, delta) {
         Ok(n) => reply.int(n),
+        Err(e) if out_of_budget(&e) => reply.error(OOM),
         Err(Error::Other(text)) if text.contains("overflow") => {
             reply.error("ERR increment or decrement would overflow")
         }
@@ -374,6 +387,35 @@ fn command(args: &[&[u8]], reply: &mut Reply) {
     }
 }
 
+/// INFO [section...]: the `memory` and `keyspace` sections, from the
+/// listener's store and its budget (pier's `maxmemory` is `kv-max-bytes`,
+/// and it never evicts). Other sections are empty, as Redis answers for a
+/// section it does not know.
+fn info<K: Kv + ?Sized>(db: &Db<K>, args: &[&[u8]], reply: &mut Reply) {
+    let wants = |section: &str| {
+        args.len() == 1
+            || args[1..].iter().any(|a| {
+                let a = String::from_utf8_lossy(a).to_ascii_lowercase();
+                a == section || a == "all" || a == "everything" || a == "default"
+            })
+    };
+    let u = db.usage();
+    let mut text = String::new();
+    if wants("memory") {
+        text.push_str(&format!(
+            "# Memory\r\nused_memory:{}\r\nmaxmemory:{}\r\nmaxmemory_policy:noeviction\r\nkeys:{}\r\nmaxkeys:{}\r\n",
+            u.used_bytes, u.max_bytes, u.keys, u.max_keys
+        ));
+    }
+    if wants("keyspace") && u.keys > 0 {
+        if !text.is_empty() {
+            text.push_str("\r\n");
+        }
+        text.push_str(&format!("# Keyspace\r\ndb0:keys={},expires=0,avg_ttl=0\r\n", u.keys));
+    }
+    reply.bulk(text.as_bytes());
+}
+
 /// CONFIG GET parameter...: the pairs of `CONFIG` the parameters name (`*`
 /// names all); unknown ones are left out, as in Redis.
 fn config(args: &[&[u8]], reply: &mut Reply) {
@@ -451,6 +493,63 @@ mod tests {
             let next = run(&Db::new(&self.kv, &turn), &mut self.session, &args, &mut reply);
             (String::from_utf8_lossy(&reply.bytes()).into_owned(), next)
         }
+    }
+
+    /// A store at its budget: reads and deletes work, writes answer -OOM.
+    struct Full(Memory);
+
+    impl crate::db::Kv for Full {
+        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+            self.0.get(key)
+        }
+        fn set(&self, _: &str, _: &[u8]) -> Result<(), Error> {
+            Err(Error::Other("out of budget: kv-max-bytes 64MiB reached".into()))
+        }
+        fn delete(&self, key: &str) -> Result<(), Error> {
+            self.0.delete(key)
+        }
+        fn exists(&self, key: &str) -> Result<bool, Error> {
+            self.0.exists(key)
+        }
+        fn increment(&self, _: &str, _: i64) -> Result<i64, Error> {
+            Err(Error::Other("out of budget: kv-max-keys 1000000 reached".into()))
+        }
+        fn usage(&self) -> pier_guest::limits::Usage {
+            self.0.usage()
+        }
+    }
+
+    #[test]
+    fn at_the_budget_writes_answer_oom_and_reads_go_on() {
+        let mut c = Conn::default();
+        c.run("set k v");
+        let full = Full(std::mem::take(&mut c.kv));
+        let turn = Turn::fixed(0);
+        let db = Db::new(&full, &turn);
+        let run = |line: &str| {
+            let args = split_args(line.as_bytes()).unwrap();
+            let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            let mut reply = Reply::default();
+            run(&db, &mut Session::default(), &args, &mut reply);
+            String::from_utf8_lossy(&reply.bytes()).into_owned()
+        };
+        let oom = "-OOM command not allowed when used memory > 'maxmemory'.\r\n";
+        assert_eq!(run("set k2 v"), oom);
+        assert_eq!(run("incr n"), oom);
+        assert_eq!(run("get k"), "$1\r\nv\r\n");
+        assert_eq!(run("del k"), ":1\r\n");
+    }
+
+    #[test]
+    fn info_reports_the_store_against_its_budget() {
+        let mut c = Conn::default();
+        c.run("set k v");
+        let info = c.run("info memory");
+        assert!(info.contains("used_memory:98\r\n"), "{info}");
+        assert!(info.contains("maxmemory:67108864\r\nmaxmemory_policy:noeviction"), "{info}");
+        assert!(!info.contains("Keyspace"), "{info}");
+        assert!(c.run("info").contains("db0:keys=1"));
+        assert_eq!(c.run("info server"), "$0\r\n\r\n");
     }
 
     #[test]

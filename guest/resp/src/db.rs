@@ -14,6 +14,7 @@
 
 use pier_guest::keyvalue::atomics;
 use pier_guest::keyvalue::store::{Bucket, Error};
+use pier_guest::limits::{self, Usage};
 use std::borrow::Cow;
 use std::cell::Cell;
 
@@ -27,6 +28,8 @@ pub trait Kv {
     fn exists(&self, key: &str) -> Result<bool, Error>;
     /// Adds `delta` to the decimal integer at `key` (absent: 0), atomically.
     fn increment(&self, key: &str, delta: i64) -> Result<i64, Error>;
+    /// What the listener's store holds against its budget (INFO memory).
+    fn usage(&self) -> Usage;
 }
 
 impl Kv for Bucket {
@@ -46,6 +49,9 @@ impl Kv for Bucket {
         // pier reads value and delta as signed two's complement (see
         // `world connection-handler` in pier.wit), so the casts round-trip.
         atomics::increment(self, key, delta as u64).map(|n| n as i64)
+    }
+    fn usage(&self) -> Usage {
+        limits::keyvalue_usage()
     }
 }
 
@@ -68,6 +74,9 @@ impl Kv for NoStore {
     }
     fn increment(&self, _: &str, _: i64) -> Result<i64, Error> {
         Err(Error::NoSuchStore)
+    }
+    fn usage(&self) -> Usage {
+        Usage { used_bytes: 0, max_bytes: 0, keys: 0, max_keys: 0 }
     }
 }
 
@@ -172,6 +181,11 @@ pub struct Db<'a, K: Kv + ?Sized> {
 }
 
 impl<'a, K: Kv + ?Sized> Db<'a, K> {
+    /// The store's usage against its budget.
+    pub fn usage(&self) -> Usage {
+        self.kv.usage()
+    }
+
     pub fn new(kv: &'a K, turn: &'a Turn) -> Self {
         Db { kv, turn }
     }
@@ -351,6 +365,11 @@ pub mod memory {
                 .ok_or_else(|| Error::Other("increment or decrement would overflow".into()))?;
             data.insert(key.to_string(), next.to_string().into_bytes());
             Ok(next)
+        }
+        fn usage(&self) -> super::Usage {
+            let data = self.0.borrow();
+            let used_bytes = data.iter().map(|(k, v)| (k.len() + v.len()) as u64 + 96).sum();
+            super::Usage { used_bytes, max_bytes: 64 << 20, keys: data.len() as u64, max_keys: 1_000_000 }
         }
     }
 }

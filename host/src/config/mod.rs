@@ -56,6 +56,20 @@ pub struct ListenerConfig {
     pub outbox_high_water: usize,
     #[serde(serialize_with = "units::serialize_usize")]
     pub outbox_low_water: usize,
+    /// Guest run time one connection may use across all its calls.
+    #[serde(serialize_with = "units::serialize_duration")]
+    pub cpu_budget: Duration,
+    /// Bytes the listener's key-value store may hold (keys, values and a
+    /// fixed cost per key).
+    #[serde(serialize_with = "units::serialize_size")]
+    pub kv_max_bytes: u64,
+    /// Keys the listener's key-value store may hold.
+    pub kv_max_keys: u64,
+    /// Undelivered backplane bytes the listener's connections may have.
+    #[serde(serialize_with = "units::serialize_usize")]
+    pub backplane_max_bytes: usize,
+    /// Log lines per second one connection's handler may write.
+    pub log_rate: u32,
     /// Host directories the handler may read, each visible to it under its
     /// own path. Nothing else of the filesystem is reachable.
     pub allow_dirs: Vec<PathBuf>,
@@ -89,6 +103,11 @@ impl ListenerConfig {
             idle_timeout: Duration::from_secs(300),
             outbox_high_water: 64 << 10,
             outbox_low_water: 32 << 10,
+            cpu_budget: Duration::from_secs(600),
+            kv_max_bytes: 64 << 20,
+            kv_max_keys: 1_000_000,
+            backplane_max_bytes: 16 << 20,
+            log_rate: 100,
             allow_dirs: Vec::new(),
             env: BTreeMap::new(),
             settings: BTreeMap::new(),
@@ -115,8 +134,11 @@ impl ListenerConfig {
                 self.outbox_high_water
             );
         }
-        if self.cpu_limit.is_zero() || self.idle_timeout.is_zero() {
-            bail!("listener `{name}`: cpu-limit and idle-timeout must be greater than zero");
+        if self.cpu_limit.is_zero() || self.idle_timeout.is_zero() || self.cpu_budget.is_zero() {
+            bail!("listener `{name}`: cpu-limit, cpu-budget and idle-timeout must be greater than zero");
+        }
+        if self.kv_max_bytes == 0 || self.kv_max_keys == 0 || self.backplane_max_bytes == 0 || self.log_rate == 0 {
+            bail!("listener `{name}`: kv-max-bytes, kv-max-keys, backplane-max-bytes and log-rate must be at least 1");
         }
         if self.memory_limit < 64 << 10 {
             bail!("listener `{name}`: memory-limit must be at least 64 KiB (one wasm page)");

@@ -64,6 +64,25 @@ pub struct ListenerSettings {
     /// Outbox bytes below which a blocked handler is told `writable`.
     #[arg(long, value_name = "SIZE")]
     pub outbox_low_water: Option<Size>,
+    /// Guest run time one connection may use in all, across its calls
+    /// (time spent running the guest, not waiting), e.g. 10m.
+    #[arg(long, value_name = "TIME")]
+    pub cpu_budget: Option<Time>,
+    /// Bytes the listener's key-value store may hold: keys, values and 96
+    /// bytes per key; past it `set` fails (Redis: -OOM).
+    #[arg(long, value_name = "SIZE")]
+    pub kv_max_bytes: Option<Size>,
+    /// Keys the listener's key-value store may hold.
+    #[arg(long, value_name = "N")]
+    pub kv_max_keys: Option<u64>,
+    /// Undelivered backplane bytes the listener's connections may have in
+    /// all; past it new messages to them are dropped (counted).
+    #[arg(long, value_name = "SIZE")]
+    pub backplane_max_bytes: Option<Size>,
+    /// Log lines per second one connection's handler may write (stdout and
+    /// stderr together); the excess is dropped and counted.
+    #[arg(long, value_name = "N")]
+    pub log_rate: Option<u32>,
     /// Read-only host directories the handler may open.
     #[arg(skip)]
     pub allow_dirs: Option<Vec<PathBuf>>,
@@ -150,6 +169,11 @@ impl ListenerSettings {
         set(&mut c.idle_timeout, self.idle_timeout.map(|t| t.0));
         set(&mut c.outbox_high_water, self.outbox_high_water.map(|s| to_usize(s.0)));
         set(&mut c.outbox_low_water, self.outbox_low_water.map(|s| to_usize(s.0)));
+        set(&mut c.cpu_budget, self.cpu_budget.map(|t| t.0));
+        set(&mut c.kv_max_bytes, self.kv_max_bytes.map(|s| s.0));
+        set(&mut c.kv_max_keys, self.kv_max_keys);
+        set(&mut c.backplane_max_bytes, self.backplane_max_bytes.map(|s| to_usize(s.0)));
+        set(&mut c.log_rate, self.log_rate);
         set(&mut c.allow_dirs, self.allow_dirs.as_ref().map(|dirs| dirs.iter().map(|d| base.join(d)).collect()));
         set(&mut c.env, self.env.clone());
         set(&mut c.settings, self.config.clone());

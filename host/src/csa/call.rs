@@ -20,14 +20,28 @@ pub(super) enum Inbox<'a> {
     ShutdownCsa(WitShutdownReason),
 }
 
-/// Runs one inbox call with a wall-clock deadline of `cpu_limit` from its
-/// start (the listener's `cpu-limit`; time spent waiting for a worker
-/// thread counts too). Past it the call's future is dropped, which unwinds
-/// the guest; the instance is not used again.
+/// How long a connection's calls may run: each one, a wall-clock deadline
+/// from its start (`cpu-limit`: time spent waiting for a worker thread
+/// counts too); all of them, the time spent running the guest
+/// (`cpu-budget`: the time inside the call's polls, waits excluded).
+pub(super) struct Clock {
+    limit: Duration,
+    budget: Duration,
+    used: Duration,
+}
+
+impl Clock {
+    pub(super) fn new(limit: Duration, budget: Duration) -> Self {
+        Self { limit, budget, used: Duration::ZERO }
+    }
+}
+
+/// Runs one inbox call under `clock`. Past either bound the call's future
+/// is dropped, which unwinds the guest; the instance is not used again.
 pub(super) async fn call(
     store: &mut Store<HostState>,
     handler: &ConnectionHandler,
-    cpu_limit: Duration,
+    clock: &mut Clock,
     what: Inbox<'_>,
 ) -> Result<(), ShutdownReason> {
     let inbox = handler.pier_server_inbox();
@@ -51,18 +65,24 @@ pub(super) async fn call(
     // at an epoch tick, or waits on the host): most calls never need one.
     let mut timer: Option<Pin<Box<Sleep>>> = None;
     let outcome = std::future::poll_fn(|cx| {
-        if let Poll::Ready(r) = fut.as_mut().poll(cx) {
-            return Poll::Ready(Some(r));
+        let polled = Instant::now();
+        let result = fut.as_mut().poll(cx);
+        clock.used += polled.elapsed();
+        if let Poll::Ready(r) = result {
+            return Poll::Ready(r.map_err(|trap| trap_reason(&trap)));
         }
-        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(started + cpu_limit)));
-        timer.as_mut().poll(cx).map(|()| None)
+        if clock.used > clock.budget {
+            return Poll::Ready(Err(ShutdownReason::CpuBudget));
+        }
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(started + clock.limit)));
+        timer.as_mut().poll(cx).map(|()| Err(ShutdownReason::CpuLimit))
     })
     .await;
-    match outcome {
-        Some(Ok(())) => Ok(()),
-        Some(Err(trap)) => Err(trap_reason(&trap)),
-        None => Err(ShutdownReason::CpuLimit),
+    outcome?;
+    if clock.used > clock.budget {
+        return Err(ShutdownReason::CpuBudget);
     }
+    Ok(())
 }
 
 fn trap_reason(err: &wasmtime::Error) -> ShutdownReason {

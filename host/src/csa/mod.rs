@@ -24,7 +24,7 @@ use crate::sandbox::HostState;
 use crate::services::backplane::Subscriber;
 use crate::shutdown::Stop;
 use crate::tenant::Tenant;
-use call::{Inbox, call, wit_reason};
+use call::{Clock, Inbox, call, wit_reason};
 use io::{SocketIo, io_reason};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -52,7 +52,7 @@ pub(crate) struct Accepted {
 pub(crate) async fn serve(conn: Accepted, tenant: Arc<Tenant>, stop: Stop) -> ShutdownReason {
     let Accepted { stream, id, peer, local, link } = conn;
     let _registration = stop.register(id, &link);
-    let subscriber = Arc::<Subscriber>::default();
+    let subscriber = tenant.subscriber();
     // Boxed: instantiation is done before the connection idles, and its
     // state would otherwise enlarge every live connection's task.
     let instance = Box::pin(instantiate(&tenant, id, &link, Some(stream), &subscriber)).await;
@@ -62,6 +62,7 @@ pub(crate) async fn serve(conn: Accepted, tenant: Arc<Tenant>, stop: Stop) -> Sh
     };
     let idle = Box::pin(tokio::time::sleep(tenant.config.idle_timeout));
     let mut csa = Csa {
+        clock: Clock::new(tenant.config.cpu_limit, tenant.config.cpu_budget),
         store,
         handler,
         link,
@@ -106,18 +107,20 @@ async fn instantiate(
 /// the `new-csa` call; all dropped on return. For measurements.
 pub(crate) async fn instantiate_and_greet(tenant: &Tenant, id: u64) -> Result<(), ShutdownReason> {
     let link = Link::new(tenant.config.outbox_high_water, tenant.config.outbox_low_water);
-    let (mut store, handler) = instantiate(tenant, id, &link, None, &Arc::default()).await?;
+    let (mut store, handler) = instantiate(tenant, id, &link, None, &tenant.subscriber()).await?;
     let info = ConnectionInfo {
         id,
         listener: tenant.name.to_string(),
         peer: "127.0.0.1:1".into(),
         local: "127.0.0.1:2".into(),
     };
-    call(&mut store, &handler, tenant.config.cpu_limit, Inbox::NewCsa(info)).await
+    let mut clock = Clock::new(tenant.config.cpu_limit, tenant.config.cpu_budget);
+    call(&mut store, &handler, &mut clock, Inbox::NewCsa(info)).await
 }
 
 /// A live connection: its instance, and where its loop stands.
 struct Csa {
+    clock: Clock,
     store: Store<HostState>,
     handler: ConnectionHandler,
     link: Arc<Link>,
@@ -290,7 +293,7 @@ impl Csa {
     }
 
     async fn deliver(&mut self, what: Inbox<'_>) -> Turn {
-        call(&mut self.store, &self.handler, self.tenant.config.cpu_limit, what).await
+        call(&mut self.store, &self.handler, &mut self.clock, what).await
     }
 
     /// Tells a live handler why its connection ended, then closes the socket.
@@ -336,11 +339,11 @@ mod tests {
         client.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
         let (server, _) = socket.accept().await.unwrap();
         let link = Link::new(tenant.config.outbox_high_water, tenant.config.outbox_low_water);
-        let (mut store, handler) = instantiate(&tenant, 1, &link, Some(server), &Arc::default()).await.unwrap();
+        let (mut store, handler) = instantiate(&tenant, 1, &link, Some(server), &tenant.subscriber()).await.unwrap();
         let info = ConnectionInfo { id: 1, listener: "fast".into(), peer: "p".into(), local: "l".into() };
-        let cpu = tenant.config.cpu_limit;
-        call(&mut store, &handler, cpu, Inbox::NewCsa(info)).await.unwrap();
-        call(&mut store, &handler, cpu, Inbox::Data(b"ping")).await.unwrap();
+        let mut clock = Clock::new(tenant.config.cpu_limit, tenant.config.cpu_budget);
+        call(&mut store, &handler, &mut clock, Inbox::NewCsa(info)).await.unwrap();
+        call(&mut store, &handler, &mut clock, Inbox::Data(b"ping")).await.unwrap();
 
         assert_eq!(link.outbox().queued(), 0, "the bytes went to the socket, not the queue");
         assert!(link.outbox().wrote_directly);

@@ -1,12 +1,16 @@
 //! A guest's stdout and stderr, turned into host log lines. They are
 //! written inside the connection's span, which tags them with the listener,
 //! the connection id and the peer. Lines longer than `MAX_LINE` are split so
-//! a guest cannot grow host memory by never writing a newline.
+//! a guest cannot grow host memory by never writing a newline, and a
+//! connection writes at most `log-rate` lines a second: the rest are dropped
+//! and counted in one line when the connection ends.
 
 use bytes::Bytes;
 use std::io;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Instant;
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::async_trait;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -21,9 +25,57 @@ pub enum Stdio {
     Stderr,
 }
 
-/// Makes the per-stream loggers that WASI asks for.
-#[derive(Clone, Copy)]
-pub struct GuestLog(pub Stdio);
+/// Makes the per-stream loggers that WASI asks for; all of one
+/// connection's streams share its rate.
+#[derive(Clone)]
+pub struct GuestLog(pub Stdio, pub Arc<LogRate>);
+
+/// A token bucket of log lines: `rate` a second, as many at once.
+#[derive(Debug)]
+pub struct LogRate {
+    rate: u32,
+    state: Mutex<RateState>,
+}
+
+#[derive(Debug)]
+struct RateState {
+    tokens: f64,
+    last: Instant,
+    dropped: u64,
+}
+
+impl LogRate {
+    pub fn new(rate: u32) -> Arc<Self> {
+        let state = RateState { tokens: f64::from(rate), last: Instant::now(), dropped: 0 };
+        Arc::new(Self { rate, state: Mutex::new(state) })
+    }
+
+    /// Whether one more line may be written now; counts it if not.
+    fn allow(&self) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let rate = f64::from(self.rate);
+        s.tokens = (s.tokens + now.duration_since(s.last).as_secs_f64() * rate).min(rate);
+        s.last = now;
+        if s.tokens >= 1.0 {
+            s.tokens -= 1.0;
+            true
+        } else {
+            s.dropped += 1;
+            false
+        }
+    }
+}
+
+impl Drop for LogRate {
+    /// The connection's streams are gone: say what was dropped, once.
+    fn drop(&mut self) {
+        let dropped = self.state.get_mut().map_or(0, |s| s.dropped);
+        if dropped > 0 {
+            tracing::warn!(target: "pier::guest", dropped, rate = self.rate, "guest log lines dropped past log-rate");
+        }
+    }
+}
 
 impl IsTerminal for GuestLog {
     fn is_terminal(&self) -> bool {
@@ -33,22 +85,22 @@ impl IsTerminal for GuestLog {
 
 impl StdoutStream for GuestLog {
     fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(LineLogger::new(self.0))
+        Box::new(LineLogger::new(self.clone()))
     }
 
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(LineLogger::new(self.0))
+        Box::new(LineLogger::new(self.clone()))
     }
 }
 
 struct LineLogger {
-    stdio: Stdio,
+    log: GuestLog,
     line: Vec<u8>,
 }
 
 impl LineLogger {
-    fn new(stdio: Stdio) -> Self {
-        Self { stdio, line: Vec::new() }
+    fn new(log: GuestLog) -> Self {
+        Self { log, line: Vec::new() }
     }
 
     fn write_bytes(&mut self, mut bytes: &[u8]) {
@@ -75,9 +127,11 @@ impl LineLogger {
 
     fn emit(&mut self) {
         let text = String::from_utf8_lossy(&self.line);
-        match self.stdio {
-            Stdio::Stdout => tracing::info!(target: "pier::guest", "{text}"),
-            Stdio::Stderr => tracing::warn!(target: "pier::guest", "{text}"),
+        if self.log.1.allow() {
+            match self.log.0 {
+                Stdio::Stdout => tracing::info!(target: "pier::guest", "{text}"),
+                Stdio::Stderr => tracing::warn!(target: "pier::guest", "{text}"),
+            }
         }
         self.line.clear();
     }
@@ -123,5 +177,18 @@ impl AsyncWrite for LineLogger {
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_past_the_rate_are_dropped_and_counted() {
+        let rate = LogRate::new(5);
+        let allowed = (0..100).filter(|_| rate.allow()).count();
+        assert_eq!(allowed, 5, "a burst of one second's lines, no more");
+        assert_eq!(rate.state.lock().unwrap().dropped, 95);
     }
 }

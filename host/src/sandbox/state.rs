@@ -2,7 +2,7 @@
 //! granted), its memory limiter, its service clients, and its connection:
 //! the outbox it shares with the CSA task and the socket itself.
 
-use super::guest_log::{GuestLog, Stdio};
+use super::guest_log::{GuestLog, LogRate, Stdio};
 use super::limits::MemoryLimiter;
 use crate::bindings::pier::server as pier;
 use crate::bindings::{self, SendError as WitSendError};
@@ -32,6 +32,7 @@ pub(crate) struct HostState {
     config: services::config::Client,
     backplane: services::backplane::Client,
     keyvalue: services::keyvalue::Client,
+    limits: services::limits::Client,
 }
 
 /// The guest's connection: the outbox its `send` fills, and the socket.
@@ -48,6 +49,7 @@ pub(crate) struct Services {
     pub(crate) config: services::config::Client,
     pub(crate) backplane: services::backplane::Client,
     pub(crate) keyvalue: services::keyvalue::Client,
+    pub(crate) limits: services::limits::Client,
 }
 
 impl HostState {
@@ -55,8 +57,9 @@ impl HostState {
     /// directories, environment, arguments or network; stdin is empty.
     pub(crate) fn new(listener: &ListenerConfig, peer: Peer, services: Services) -> anyhow::Result<Self> {
         let mut wasi = WasiCtx::builder();
-        wasi.stdout(GuestLog(Stdio::Stdout))
-            .stderr(GuestLog(Stdio::Stderr))
+        let rate = LogRate::new(listener.log_rate);
+        wasi.stdout(GuestLog(Stdio::Stdout, rate.clone()))
+            .stderr(GuestLog(Stdio::Stderr, rate))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
@@ -69,9 +72,9 @@ impl HostState {
         }
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
-        let Services { config, backplane, keyvalue } = services;
+        let Services { config, backplane, keyvalue, limits } = services;
         let limiter = MemoryLimiter { limit: usize::try_from(listener.memory_limit).unwrap_or(usize::MAX) };
-        Ok(Self { wasi: wasi.build(), table, limiter, peer, config, backplane, keyvalue })
+        Ok(Self { wasi: wasi.build(), table, limiter, peer, config, backplane, keyvalue, limits })
     }
 
     /// Links every import of the `connection-handler` world: WASI, the
@@ -83,6 +86,7 @@ impl HostState {
         pier::types::add_to_linker::<_, HasSelf<Peer>>(linker, |s| &mut s.peer)?;
         pier::config::add_to_linker::<_, HasSelf<services::config::Client>>(linker, |s| &mut s.config)?;
         pier::backplane::add_to_linker::<_, HasSelf<services::backplane::Client>>(linker, |s| &mut s.backplane)?;
+        pier::limits::add_to_linker::<_, HasSelf<services::limits::Client>>(linker, |s| &mut s.limits)?;
         keyvalue::store::add_to_linker::<_, Kv>(linker, |s| &mut s.keyvalue)?;
         keyvalue::atomics::add_to_linker::<_, Kv>(linker, |s| &mut s.keyvalue)?;
         let mut outbox = linker.instance(OUTBOX_IMPORT)?;

@@ -6,7 +6,7 @@
 use crate::bindings::pier::server::backplane::Host;
 use futures_util::task::AtomicWaker;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -37,19 +37,20 @@ struct Mailbox {
 }
 
 impl Mailbox {
-    /// Queues a message; a full mailbox drops its oldest. True if it dropped.
-    fn push(&mut self, message: Message) -> bool {
-        let mut dropped = false;
-        while !self.queue.is_empty()
-            && (self.queue.len() >= MAILBOX_CAPACITY || self.bytes + message.body.len() > MAILBOX_BYTES)
-        {
-            self.pop();
+    /// Drops the oldest messages until one of `len` bytes fits; returns the
+    /// bytes freed.
+    fn make_room(&mut self, len: usize) -> usize {
+        let mut freed = 0;
+        while !self.queue.is_empty() && (self.queue.len() >= MAILBOX_CAPACITY || self.bytes + len > MAILBOX_BYTES) {
+            freed += self.pop().map_or(0, |m| m.body.len());
             self.dropped += 1;
-            dropped = true;
         }
+        freed
+    }
+
+    fn push(&mut self, message: Message) {
         self.bytes += message.body.len();
         self.queue.push_back(message);
-        dropped
     }
 
     fn pop(&mut self) -> Option<Message> {
@@ -59,32 +60,70 @@ impl Mailbox {
     }
 }
 
+/// Undelivered bytes one listener's connections hold in all, against its
+/// `backplane-max-bytes`.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    max: usize,
+    bytes: AtomicUsize,
+}
+
+impl Budget {
+    pub(crate) fn new(max: usize) -> Self {
+        Self { max, bytes: AtomicUsize::new(0) }
+    }
+
+    fn take(&self, n: usize) -> bool {
+        self.bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| b.checked_add(n).filter(|&t| t <= self.max))
+            .is_ok()
+    }
+
+    fn release(&self, n: usize) {
+        self.bytes.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
 /// One connection as the backplane sees it: a mailbox, and a waker for the
 /// task that empties it. Whether mail waits is one atomic flag, so a task
 /// looks for mail without taking the mailbox's lock.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Subscriber {
     mailbox: Mutex<Mailbox>,
     has_mail: AtomicBool,
     waker: AtomicWaker,
+    /// The listener's budget this mailbox's bytes count against.
+    budget: Arc<Budget>,
 }
 
 impl Subscriber {
+    pub(crate) fn new(budget: Arc<Budget>) -> Self {
+        Self { mailbox: Mutex::default(), has_mail: AtomicBool::new(false), waker: AtomicWaker::new(), budget }
+    }
+
     fn mailbox(&self) -> MutexGuard<'_, Mailbox> {
         self.mailbox.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a message and wakes the subscriber's task. True if the
-    /// mailbox was full and lost its oldest message.
+    /// Queues a message and wakes the subscriber's task. True if a message
+    /// was lost: this mailbox's oldest (it was full), or this one (the
+    /// listener's budget was).
     fn deliver(&self, message: Message) -> bool {
-        let dropped = {
+        let len = message.body.len();
+        let lost = {
             let mut mailbox = self.mailbox();
-            let dropped = mailbox.push(message);
-            self.has_mail.store(true, Ordering::Release);
-            dropped
+            let before = mailbox.dropped;
+            self.budget.release(mailbox.make_room(len));
+            if self.budget.take(len) {
+                mailbox.push(message);
+                self.has_mail.store(true, Ordering::Release);
+            } else {
+                mailbox.dropped += 1;
+            }
+            mailbox.dropped > before
         };
         self.waker.wake();
-        dropped
+        lost
     }
 
     /// The next waiting message, if any.
@@ -94,6 +133,9 @@ impl Subscriber {
         }
         let mut mailbox = self.mailbox();
         let message = mailbox.pop();
+        if let Some(m) = &message {
+            self.budget.release(m.body.len());
+        }
         if mailbox.queue.is_empty() {
             self.has_mail.store(false, Ordering::Release);
         }
@@ -112,6 +154,13 @@ impl Subscriber {
     /// Messages this subscriber lost to a full mailbox.
     pub(crate) fn dropped(&self) -> u64 {
         self.mailbox().dropped
+    }
+}
+
+impl Drop for Subscriber {
+    /// What was never delivered leaves the listener's budget with it.
+    fn drop(&mut self) {
+        self.budget.release(self.mailbox().bytes);
     }
 }
 
@@ -229,7 +278,8 @@ mod tests {
     #[test]
     fn a_full_mailbox_loses_its_oldest_message() {
         let backplane = Arc::new(Backplane::default());
-        let (a, b) = (Arc::new(Subscriber::default()), Arc::new(Subscriber::default()));
+        let budget = Arc::new(Budget::new(usize::MAX));
+        let (a, b) = (Arc::new(Subscriber::new(budget.clone())), Arc::new(Subscriber::new(budget)));
         let mut alice = Client::new(backplane.clone(), 1, a.clone());
         let mut bob = Client::new(backplane.clone(), 2, b.clone());
         alice.subscribe("room".into());
@@ -244,5 +294,32 @@ mod tests {
         alice.publish("room".into(), b"x".to_vec());
         assert_eq!(b.take().map(|_| ()), Some(()), "what was queued stays");
         assert!(backplane.topics().get("room").is_some_and(|s| s.len() == 1), "bob's subscription ended with him");
+    }
+
+    #[test]
+    fn the_listener_budget_bounds_what_all_its_mailboxes_hold() {
+        let backplane = Arc::new(Backplane::default());
+        let budget = Arc::new(Budget::new(10));
+        let mut publisher = Client::new(backplane.clone(), 0, Arc::new(Subscriber::new(Arc::new(Budget::new(0)))));
+        let readers: Vec<_> = (1..=3).map(|_| Arc::new(Subscriber::new(budget.clone()))).collect();
+        let clients: Vec<_> = readers
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let mut c = Client::new(backplane.clone(), i as u64 + 1, r.clone());
+                c.subscribe("t".into());
+                c
+            })
+            .collect();
+        publisher.publish("t".into(), vec![0; 4]);
+        assert_eq!(budget.bytes.load(Ordering::Acquire), 8, "two of three fit");
+        assert_eq!(readers.iter().map(|r| r.dropped()).sum::<u64>(), 1);
+        let got = readers.iter().filter(|r| r.take().is_some()).count();
+        assert_eq!(got, 2);
+        assert_eq!(budget.bytes.load(Ordering::Acquire), 0, "delivered bytes leave the budget");
+        publisher.publish("t".into(), vec![0; 4]);
+        drop(clients);
+        drop(readers);
+        assert_eq!(budget.bytes.load(Ordering::Acquire), 0, "undelivered bytes leave with their connection");
     }
 }

@@ -6,27 +6,125 @@
 use crate::bindings::wasi::keyvalue::atomics;
 use crate::bindings::wasi::keyvalue::store::{self as wit, Error, KeyResponse};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use wasmtime::component::Resource;
 
 /// Keys returned per `list-keys` page.
 const PAGE: usize = 1000;
 
-/// Every bucket of one listener, by identifier.
-#[derive(Default)]
+/// What one key costs the host besides its key and value bytes: the map
+/// entry, the two allocations' headers, the map's spare room. Counted
+/// against `kv-max-bytes`, so that the budget bounds memory, not payload.
+pub const ENTRY_OVERHEAD: u64 = 96;
+
+/// Most buckets (distinct identifiers) one listener's store may have.
+pub const MAX_BUCKETS: usize = 64;
+
+/// The text every budget refusal starts with, so a handler can tell it
+/// from other errors (the RESP guest answers `-OOM`).
+pub const OUT_OF_BUDGET: &str = "out of budget";
+
+/// One listener's key-value budget: what its store may hold, and holds.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    max_bytes: u64,
+    max_keys: u64,
+    bytes: AtomicU64,
+    keys: AtomicU64,
+}
+
+/// What the store holds and may hold, for `limits.keyvalue-usage`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Usage {
+    pub(crate) bytes: u64,
+    pub(crate) max_bytes: u64,
+    pub(crate) keys: u64,
+    pub(crate) max_keys: u64,
+}
+
+impl Budget {
+    pub(crate) fn new(max_bytes: u64, max_keys: u64) -> Self {
+        Self { max_bytes, max_keys, bytes: AtomicU64::new(0), keys: AtomicU64::new(0) }
+    }
+
+    /// Takes `bytes` more (and one key more if `new_key`), or nothing if
+    /// either would pass its maximum.
+    fn reserve(&self, bytes: u64, new_key: bool) -> Result<(), Error> {
+        if new_key && !take(&self.keys, 1, self.max_keys) {
+            return Err(refusal(format!("kv-max-keys {} reached", self.max_keys)));
+        }
+        if !take(&self.bytes, bytes, self.max_bytes) {
+            if new_key {
+                self.keys.fetch_sub(1, Ordering::AcqRel);
+            }
+            let max = crate::config::units::format_size(self.max_bytes);
+            return Err(refusal(format!("kv-max-bytes {max} reached")));
+        }
+        Ok(())
+    }
+
+    fn release(&self, bytes: u64, old_key: bool) {
+        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        if old_key {
+            self.keys.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    pub(crate) fn usage(&self) -> Usage {
+        Usage {
+            bytes: self.bytes.load(Ordering::Acquire),
+            max_bytes: self.max_bytes,
+            keys: self.keys.load(Ordering::Acquire),
+            max_keys: self.max_keys,
+        }
+    }
+}
+
+/// Adds `n` to `counter` unless that would pass `max`.
+fn take(counter: &AtomicU64, n: u64, max: u64) -> bool {
+    counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_add(n).filter(|&t| t <= max)).is_ok()
+}
+
+fn refusal(why: String) -> Error {
+    Error::Other(format!("{OUT_OF_BUDGET}: {why}; reads and deletes still work"))
+}
+
+fn cost(key: &str, value: &[u8]) -> u64 {
+    (key.len() + value.len()) as u64 + ENTRY_OVERHEAD
+}
+
+/// Every bucket of one listener, by identifier, and their common budget.
 pub(crate) struct Store {
     buckets: Mutex<HashMap<String, Bucket>>,
+    budget: Arc<Budget>,
 }
 
 impl Store {
-    pub(crate) fn open(&self, identifier: &str) -> Bucket {
+    pub(crate) fn new(budget: Budget) -> Self {
+        Self { buckets: Mutex::default(), budget: Arc::new(budget) }
+    }
+
+    pub(crate) fn open(&self, identifier: &str) -> Result<Bucket, Error> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        buckets.entry(identifier.to_string()).or_default().clone()
+        if let Some(bucket) = buckets.get(identifier) {
+            return Ok(bucket.clone());
+        }
+        if buckets.len() >= MAX_BUCKETS {
+            return Err(refusal(format!("at most {MAX_BUCKETS} buckets per listener")));
+        }
+        let bucket = Bucket(Arc::new(BucketData { data: Mutex::default(), budget: self.budget.clone() }));
+        buckets.insert(identifier.to_string(), bucket.clone());
+        Ok(bucket)
+    }
+
+    pub(crate) fn usage(&self) -> Usage {
+        self.budget.usage()
     }
 }
 
 /// One bucket of the store; what a guest's `bucket` handle stands for.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct Bucket(Arc<BucketData>);
 
 impl std::ops::Deref for Bucket {
@@ -37,9 +135,9 @@ impl std::ops::Deref for Bucket {
 }
 
 /// The keys and values of one bucket.
-#[derive(Default)]
 pub(crate) struct BucketData {
     data: Mutex<HashMap<String, Vec<u8>>>,
+    budget: Arc<Budget>,
 }
 
 impl BucketData {
@@ -51,12 +149,28 @@ impl BucketData {
         self.data().get(key).cloned()
     }
 
-    pub(crate) fn set(&self, key: String, value: Vec<u8>) {
-        self.data().insert(key, value);
+    /// Stores `value` at `key` if the budget has room for the difference.
+    pub(crate) fn set(&self, key: String, value: Vec<u8>) -> Result<(), Error> {
+        self.put(&mut self.data(), key, value)
+    }
+
+    /// Inserts into `data` (this bucket's map, locked by the caller) if the
+    /// budget has room for what the insert adds.
+    fn put(&self, data: &mut HashMap<String, Vec<u8>>, key: String, value: Vec<u8>) -> Result<(), Error> {
+        let new = cost(&key, &value);
+        match data.get(&key).map(|old| cost(&key, old)) {
+            None => self.budget.reserve(new, true)?,
+            Some(old) if new > old => self.budget.reserve(new - old, false)?,
+            Some(old) => self.budget.release(old - new, false),
+        }
+        data.insert(key, value);
+        Ok(())
     }
 
     pub(crate) fn delete(&self, key: &str) {
-        self.data().remove(key);
+        if let Some(old) = self.data().remove(key) {
+            self.budget.release(cost(key, &old), true);
+        }
     }
 
     pub(crate) fn exists(&self, key: &str) -> bool {
@@ -88,7 +202,7 @@ impl BucketData {
         let next = current
             .checked_add(delta as i64)
             .ok_or_else(|| Error::Other("increment or decrement would overflow".into()))?;
-        data.insert(key, next.to_string().into_bytes());
+        self.put(&mut data, key, next.to_string().into_bytes())?;
         Ok(next as u64)
     }
 }
@@ -117,7 +231,7 @@ impl Client {
 
 impl wit::Host for Client {
     fn open(&mut self, identifier: String) -> Result<Resource<wit::Bucket>, Error> {
-        let bucket = Some(self.store.open(&identifier));
+        let bucket = Some(self.store.open(&identifier)?);
         let index = match self.open.iter().position(Option::is_none) {
             Some(free) => {
                 self.open[free] = bucket;
@@ -139,8 +253,7 @@ impl wit::HostBucket for Client {
     }
 
     fn set(&mut self, bucket: Resource<wit::Bucket>, key: String, value: Vec<u8>) -> Result<(), Error> {
-        self.bucket(&bucket)?.set(key, value);
-        Ok(())
+        self.bucket(&bucket)?.set(key, value)
     }
 
     fn delete(&mut self, bucket: Resource<wit::Bucket>, key: String) -> Result<(), Error> {
@@ -174,24 +287,51 @@ impl atomics::Host for Client {
 mod tests {
     use super::*;
 
+    fn store() -> Store {
+        Store::new(Budget::new(1 << 20, 10_000))
+    }
+
     #[test]
     fn buckets_are_shared_and_increment_is_signed() {
-        let store = Store::default();
-        let a = store.open("");
-        let b = store.open("");
-        a.set("k".into(), b"v".to_vec());
+        let store = store();
+        let a = store.open("").unwrap();
+        let b = store.open("").unwrap();
+        a.set("k".into(), b"v".to_vec()).unwrap();
         assert_eq!(b.get("k"), Some(b"v".to_vec()));
         assert_eq!(a.increment("n".into(), 5).ok(), Some(5));
         assert_eq!(b.increment("n".into(), (-7i64) as u64).ok().map(|v| v as i64), Some(-2));
         assert_eq!(a.get("n"), Some(b"-2".to_vec()));
         assert!(a.increment("k".into(), 1).is_err());
-        assert!(store.open("other").get("k").is_none());
+        assert!(store.open("other").unwrap().get("k").is_none());
+    }
+
+    #[test]
+    fn the_budget_refuses_what_would_pass_it_and_frees_what_goes() {
+        let store = Store::new(Budget::new(1000 + ENTRY_OVERHEAD, 2));
+        let b = store.open("").unwrap();
+        b.set("a".into(), vec![0; 999]).unwrap();
+        assert_eq!(store.usage().bytes, 1000 + ENTRY_OVERHEAD);
+        let Err(Error::Other(why)) = b.set("b".into(), vec![0; 1]) else { panic!("over budget") };
+        assert!(why.starts_with(OUT_OF_BUDGET) && why.contains("kv-max-bytes"), "{why}");
+        assert_eq!(store.usage().keys, 1, "a refused set takes nothing");
+        b.set("a".into(), vec![0; 10]).unwrap();
+        b.set("b".into(), vec![0; 10]).unwrap();
+        let Err(Error::Other(why)) = b.set("c".into(), vec![]) else { panic!("over the key count") };
+        assert!(why.contains("kv-max-keys 2"), "{why}");
+        assert!(b.increment("c".into(), 1).is_err(), "increment creates keys too");
+        b.delete("a");
+        b.delete("b");
+        assert_eq!(store.usage(), Usage { bytes: 0, max_bytes: 1000 + ENTRY_OVERHEAD, keys: 0, max_keys: 2 });
+        for i in 1..MAX_BUCKETS {
+            store.open(&i.to_string()).unwrap();
+        }
+        assert!(store.open("one more").is_err());
     }
 
     #[test]
     fn handles_are_bounded_and_reused() {
         use wit::{Host as _, HostBucket as _};
-        let mut client = Client::new(Arc::default());
+        let mut client = Client::new(Arc::new(store()));
         let handles: Vec<_> = (0..MAX_OPEN_BUCKETS).map(|_| client.open(String::new()).unwrap()).collect();
         assert!(client.open(String::new()).is_err(), "one too many");
         let freed = handles[3].rep();
@@ -203,10 +343,9 @@ mod tests {
 
     #[test]
     fn list_keys_pages() {
-        let store = Store::default();
-        let b = store.open("");
+        let b = store().open("").unwrap();
         for i in 0..1500 {
-            b.set(format!("k{i:04}"), vec![]);
+            b.set(format!("k{i:04}"), vec![]).unwrap();
         }
         let first = b.list_keys(None);
         assert_eq!(first.keys.len(), 1000);

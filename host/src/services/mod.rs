@@ -6,3 +6,4 @@
 pub(crate) mod backplane;
 pub(crate) mod config;
 pub(crate) mod keyvalue;
+pub(crate) mod limits;

@@ -6,7 +6,10 @@
 //! - `panic`: panic (a trap);
 //! - `overflow`: recurse until the stack is exhausted;
 //! - `fs PATH`, `env NAME`, `socket HOST:PORT`, `config KEY`: try to reach
-//!   outside the sandbox and answer `ok: ...` or `denied: ...`, then finish.
+//!   outside the sandbox and answer `ok: ...` or `denied: ...`, then finish;
+//! - `log N`: write N lines to stderr as fast as it can, then answer;
+//! - `burn MS`: run for MS milliseconds, answer `burned`, and wait for the
+//!   next command (so a connection can spend its CPU budget call by call).
 
 wit_bindgen::generate!({ path: "../../../wit", world: "connection-handler", generate_all });
 
@@ -67,6 +70,20 @@ fn run(command: &str) {
             answer(std::net::TcpStream::connect(arg).map(|_| "connected".to_string()).map_err(|e| e.to_string()))
         }
         "config" => answer(config::get(arg).ok_or_else(|| format!("no config key `{arg}`"))),
+        "log" => {
+            let n: u64 = arg.parse().unwrap_or(0);
+            for i in 0..n {
+                eprintln!("log line {i}");
+            }
+            answer(Ok(format!("logged {n}")));
+        }
+        "burn" => {
+            let until = std::time::Instant::now() + std::time::Duration::from_millis(arg.parse().unwrap_or(0));
+            while std::time::Instant::now() < until {
+                black_box(0);
+            }
+            let _ = outbox::send(b"burned\n");
+        }
         _ => answer(Err(format!("unknown command `{command}`"))),
     }
 }
@@ -77,12 +94,14 @@ impl Guest for Misbehave {
     fn new_csa(_info: ConnectionInfo) {}
 
     fn data(bytes: Vec<u8>) {
-        let line = LINE.with_borrow_mut(|line| {
-            line.extend_from_slice(&bytes);
+        LINE.with_borrow_mut(|line| line.extend_from_slice(&bytes));
+        // Each complete line is a command.
+        while let Some(command) = LINE.with_borrow_mut(|line| {
             let nl = line.iter().position(|&b| b == b'\n')?;
-            Some(String::from_utf8_lossy(&line[..nl]).trim().to_string())
-        });
-        if let Some(command) = line {
+            let command = String::from_utf8_lossy(&line[..nl]).trim().to_string();
+            line.drain(..=nl);
+            Some(command)
+        }) {
             run(&command);
         }
     }

@@ -1,0 +1,108 @@
+//! Budgets on what a tenant can fill outside its sandbox: the key-value
+//! store, the guest log, CPU over a connection's life. Each test fills one
+//! and checks that it holds and the server goes on.
+
+use crate::common::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::Command;
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("timeout")
+        .args(["20", "redis-cli", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli (`make setup-test` installs redis-tools)");
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
+/// The issue's flood: redis-benchmark SETs of 1 MB values under random keys.
+/// Past `kv-max-bytes` every SET answers -OOM, reads and DELs go on, and
+/// the server's memory stays within the budget.
+#[test]
+fn a_key_value_flood_is_refused_at_the_budget() {
+    let pier = Pier::serve("resp", &["--memory-limit", "32MiB", "--kv-max-bytes", "8MiB"]);
+    let port = pier.addr().port();
+    let before = pier.rss_kib();
+    let out = Command::new("timeout")
+        .args(["60", "redis-benchmark", "-p", &port.to_string(), "-t", "set", "-d", "1000000"])
+        .args(["-r", "100000000", "-n", "300", "-c", "4", "-q"])
+        .output()
+        .expect("redis-benchmark");
+    assert!(out.status.code().is_some(), "redis-benchmark ran");
+    let grown = pier.rss_kib().saturating_sub(before);
+    // 300 MB were offered; 8 MiB of them may stay, plus what the four
+    // connections' instances and buffers hold while they run.
+    assert!(grown < 64 << 10, "pier grew by {grown} KiB for an 8 MiB budget");
+    // A value larger than the room left (under 1 MB of the 8 MiB).
+    let mut s = connect(pier.addr());
+    let value = vec![b'v'; 2 << 20];
+    s.write_all(format!("*3\r\n$3\r\nSET\r\n$8\r\none-more\r\n${}\r\n", value.len()).as_bytes()).unwrap();
+    s.write_all(&value).unwrap();
+    s.write_all(b"\r\n").unwrap();
+    let oom = b"-OOM command not allowed when used memory > 'maxmemory'.\r\n";
+    assert_eq!(read_n(&mut s, oom.len()), oom);
+    let info = redis_cli(port, &["info", "memory"]);
+    let used: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no used_memory in {info}"));
+    assert!(used > 0 && used <= 8 << 20, "used_memory {used}");
+    assert!(info.contains("maxmemory:8388608"), "{info}");
+    // Reads and deletes still work, and a delete makes room again.
+    assert_eq!(redis_cli(port, &["get", "one-more"]), "");
+    let keys = redis_cli(port, &["info", "keyspace"]);
+    assert!(keys.contains("db0:keys="), "{keys}");
+    assert_eq!(redis_cli(port, &["ping"]), "PONG");
+}
+
+/// A handler that logs as fast as it can writes `log-rate` lines a second;
+/// the rest are dropped, and counted in one line when its connection ends.
+#[test]
+fn a_log_flood_is_cut_to_the_rate_and_counted() {
+    let pier = Pier::serve("misbehave", &["--log-rate", "20"]);
+    let mut s = connect(pier.addr());
+    s.write_all(b"log 100000\n").unwrap();
+    assert_eq!(read_to_eof(&mut s), b"ok: logged 100000\n");
+    let log = pier.wait_for_log("guest log lines dropped past log-rate");
+    let written = log.matches("log line ").count();
+    assert!((1..=40).contains(&written), "{written} lines written at a rate of 20/s");
+    let dropped: u64 = log
+        .lines()
+        .find(|l| l.contains("past log-rate"))
+        .and_then(|l| l.split("dropped=").nth(1))
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("a dropped= count");
+    assert_eq!(dropped + written as u64, 100_000, "every line written or counted");
+}
+
+/// A connection whose calls each stay under `cpu-limit` is still ended once
+/// together they pass `cpu-budget`; its neighbour goes on.
+#[test]
+fn calls_under_the_limit_still_spend_the_budget() {
+    let pier = Pier::serve("misbehave", &["--cpu-limit", "1s", "--cpu-budget", "300ms"]);
+    let bystander = connect(pier.addr());
+    let mut s = connect(pier.addr());
+    let mut answers = BufReader::new(s.try_clone().unwrap());
+    let mut burned = 0;
+    loop {
+        if s.write_all(b"burn 50\n").is_err() {
+            break;
+        }
+        let mut line = String::new();
+        match answers.read_line(&mut line) {
+            Ok(n) if n > 0 => burned += 1,
+            _ => break,
+        }
+        assert!(burned < 100, "the budget never ran out");
+    }
+    assert!((4..=7).contains(&burned), "{burned} calls of 50 ms within a 300 ms budget");
+    pier.wait_for_log("reason=cpu-budget");
+    drop(bystander);
+    let mut again = connect(pier.addr());
+    again.write_all(b"config none\n").unwrap();
+    let mut answer = String::new();
+    again.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, "denied: no config key `none`\n");
+}
