@@ -99,6 +99,7 @@ pub(crate) async fn accept_loop(
     tasks: TaskTracker,
 ) {
     let slots = Arc::new(Semaphore::new(tenant.config.max_connections as usize));
+    let mut failures = FailureLog::default();
     loop {
         let permit = tokio::select! {
             _ = stop.token.cancelled() => break,
@@ -110,8 +111,8 @@ pub(crate) async fn accept_loop(
                 Ok(conn) => conn,
                 Err(e) => {
                     // EMFILE, ECONNABORTED...: transient; never end the server.
-                    warn!(listener = &*tenant.name, error = %e, "accept failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    failures.note(&tenant.name, &e);
+                    tokio::time::sleep(ACCEPT_RETRY).await;
                     continue;
                 }
             },
@@ -136,6 +137,30 @@ pub(crate) async fn accept_loop(
         );
     }
     info!(listener = &*tenant.name, "stopped accepting");
+}
+
+/// How long the accept loop waits after a failed accept (out of file
+/// descriptors, say) before it tries again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+
+/// Accept failures, logged at most once a second with the count since the
+/// last line, so that running out of file descriptors cannot flood the log.
+#[derive(Default)]
+struct FailureLog {
+    last: Option<tokio::time::Instant>,
+    unlogged: u64,
+}
+
+impl FailureLog {
+    fn note(&mut self, listener: &str, e: &io::Error) {
+        self.unlogged += 1;
+        let now = tokio::time::Instant::now();
+        if self.last.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
+            warn!(listener, error = %e, failures = self.unlogged, "accept failed; retrying (logged at most once a second)");
+            self.last = Some(now);
+            self.unlogged = 0;
+        }
+    }
 }
 
 /// Numbers a new connection, makes its outbox, and announces it.

@@ -8,6 +8,7 @@ mod chat;
 mod cli;
 mod echo;
 mod embed;
+mod faults;
 mod flow;
 mod http;
 mod layout;
