@@ -1,5 +1,5 @@
 # pier: the entry points a newcomer types.
-#   make run    build everything and serve the demo
+#   make run    build everything and serve the demo (installs no Debian package)
 #   make test   install what the tests need, build, run the whole suite
 
 CARGO   ?= cargo
@@ -7,7 +7,15 @@ GUESTS  := echo chargen chat fortune http-server resp counter flow misbehave wro
 WASM    := target/wasm32-wasip2/release
 PIER    := target/release/pier
 BENCH   := target/release/pier-bench
-APT_PKGS := netcat-openbsd socat curl wrk redis-tools redis-server
+# The native packages. Every native cargo invocation selects exactly these, so
+# cargo resolves one feature set and wasmtime compiles once (a narrower
+# selection unifies features differently: pier-bench adds tokio/process, the
+# guests' wit-bindgen macro adds anyhow/std under wasmtime's own macro).
+# `--bins` on build: the guests' cdylibs do not link natively.
+NATIVE   := pier pier-bench pier-guest resp http-server
+# What the tests and benchmarks run besides pier (nc, socat, curl, wrk,
+# redis-cli, redis-benchmark, redis-server); running pier needs none of them.
+TEST_APT := netcat-openbsd socat curl wrk redis-tools redis-server
 # The `wasmtime serve` baseline of `make bench`: the CLI of the host's wasmtime
 # version, built once into target/tools: `run` and `serve` only (serve does not
 # compile without component-model-async), no other tools or proposals; clap's
@@ -15,23 +23,30 @@ APT_PKGS := netcat-openbsd socat curl wrk redis-tools redis-server
 WASMTIME_VERSION := 48.0.8
 WASMTIME := target/tools/bin/wasmtime
 
-.PHONY: all setup build run test bench bench-tools bench-smoke lint fmt clean
+.PHONY: all setup setup-run setup-test build run test bench bench-tools bench-smoke lint fmt clean
 
 all: build
 
-## setup: the wasm32-wasip2 target and the Debian packages tests use, if missing
-setup:
+## setup: everything below (what `make run` and `make test` need), if missing
+setup: setup-run setup-test
+
+## setup-run: what building and running need: the wasm32-wasip2 target, if missing
+setup-run:
 	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
-	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+
+## setup-test: the Debian packages the tests and benchmarks use, if missing
+setup-test:
+	@missing=""; for p in $(TEST_APT); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-## build: the host in release and every guest component
-build: setup
-	$(CARGO) build --release -p pier
+## build: the host and pier-bench in release (features resolved over NATIVE, so
+## `make test` reuses them) and every guest component
+build: setup-run
+	$(CARGO) build --release $(addprefix -p ,$(NATIVE)) --bins
 	$(CARGO) build --release --target wasm32-wasip2 $(addprefix -p ,$(GUESTS))
 
 ## run: serve examples/pier.toml, every demo handler on its own port
@@ -44,21 +59,21 @@ run: build
 	@echo "      curl -i 127.0.0.1:7005/hello (http: also / and HEAD)"
 	$(PIER) serve --config examples/pier.toml
 
-## test: the whole suite against the release build
-test: build
-	$(CARGO) test --release -p pier -- --test-threads=4
-	$(CARGO) test --release -p pier-guest -p resp -p http-server -p pier-bench
+## test: the whole suite against the release build: in one cargo invocation the
+## integration suite (tests/all) and the unit tests of every native package
+## (--test-threads=4 reaches every test binary and the doctests), then bench-smoke
+test: setup-test build
+	$(CARGO) test --release $(addprefix -p ,$(NATIVE)) -- --test-threads=4
 	$(MAKE) bench-smoke
 
 ## bench: pier + echo guest vs a native tokio echo, one run (~2 min); prints the
 ## table and writes bench/results/latest.{md,json,svg}
-bench: build bench-tools
-	$(CARGO) build --release -p pier-bench
+bench: setup-test build bench-tools
 	$(BENCH) run
 
 ## bench-tools: what only `make bench` needs (not `make test`, not CI): wasmtime-cli
 ## $(WASMTIME_VERSION) in target/tools (built once, several minutes) and the hello wasi:http component
-bench-tools: setup
+bench-tools: setup-run setup-test
 	@if ! $(WASMTIME) --version 2>/dev/null | grep -qE '^wasmtime $(WASMTIME_VERSION)( |$$)'; then \
 		echo "building wasmtime-cli $(WASMTIME_VERSION) into target/tools (once; several minutes)"; \
 		CARGO_TARGET_DIR=target/tools-build $(CARGO) install --locked wasmtime-cli --version $(WASMTIME_VERSION) \
@@ -68,8 +83,7 @@ bench-tools: setup
 
 ## bench-smoke: every scenario for about a second (part of `make test`); writes to
 ## target/bench-smoke so committed results stay as they are; fails without numbers
-bench-smoke: build
-	$(CARGO) build --release -p pier-bench
+bench-smoke: setup-test build
 	@rm -f target/bench-smoke/latest.*
 	$(BENCH) run --quick --out target/bench-smoke
 	@grep -q '"ratio": [0-9]' target/bench-smoke/latest.json || \

@@ -134,7 +134,7 @@ fn skip_reason(plugin: &Path, tools: &[&str]) -> Option<String> {
         tools
             .iter()
             .find(|t| !have(t))
-            .map(|tool| format!("skipped: {tool} is not installed (`make setup` installs it)"))
+            .map(|tool| format!("skipped: {tool} is not installed (`make setup-test` installs it)"))
     }
 }
 

@@ -5,7 +5,7 @@
 //! which keep what each handle stands for.
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "wit",
     world: "connection-handler",
     exports: { default: async },
 });

@@ -27,7 +27,7 @@
 
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         world: "connection-handler",
         pub_export_macro: true,
         export_macro_name: "__export_connection_handler",
