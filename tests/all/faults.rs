@@ -110,3 +110,17 @@ fn out_of_file_descriptors_the_server_goes_on_and_recovers() {
         assert!(Instant::now() < deadline, "pier never accepted again");
     }
 }
+
+/// A handler busy in a long call when the grace period ends is cut then:
+/// the server exits within its grace, not the call's `cpu-limit`.
+#[test]
+fn the_grace_period_ends_a_long_call_too() {
+    let mut pier = Pier::serve("misbehave", &["--cpu-limit", "60s", "--grace", "1s"]);
+    let mut spinner = connect(pier.addr());
+    spinner.write_all(b"spin\n").unwrap();
+    pier.wait_for_log("spinning");
+    pier.signal(libc::SIGTERM);
+    let status = pier.wait(STEP).expect("pier exits once the grace period is over");
+    assert!(status.success(), "{status:?}");
+    assert!(pier.stderr().contains("grace period over"));
+}

@@ -3,6 +3,7 @@
 
 use crate::bindings::{ConnectionHandler, ConnectionInfo, WitShutdownReason};
 use crate::events::ShutdownReason;
+use crate::outbox::doorbell::Doorbell;
 use crate::sandbox::{HostState, MemoryLimitExceeded};
 use std::pin::Pin;
 use std::task::Poll;
@@ -37,11 +38,15 @@ impl Clock {
 }
 
 /// Runs one inbox call under `clock`. Past either bound the call's future
-/// is dropped, which unwinds the guest; the instance is not used again.
+/// is dropped, which unwinds the guest; the instance is not used again. So
+/// it is when the grace period of a shutdown ends (`ABORT` on `doorbell`),
+/// with [`ShutdownReason::ServerShutdown`]: a long call cannot hold the
+/// server past its grace.
 pub(super) async fn call(
     store: &mut Store<HostState>,
     handler: &ConnectionHandler,
     clock: &mut Clock,
+    doorbell: &Doorbell,
     what: Inbox<'_>,
 ) -> Result<(), ShutdownReason> {
     let inbox = handler.pier_server_inbox();
@@ -73,6 +78,9 @@ pub(super) async fn call(
         }
         if clock.used > clock.budget {
             return Poll::Ready(Err(ShutdownReason::CpuBudget));
+        }
+        if doorbell.poll_abort(cx) {
+            return Poll::Ready(Err(ShutdownReason::ServerShutdown));
         }
         let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(started + clock.limit)));
         timer.as_mut().poll(cx).map(|()| Err(ShutdownReason::CpuLimit))

@@ -115,7 +115,7 @@ pub(crate) async fn instantiate_and_greet(tenant: &Tenant, id: u64) -> Result<()
         local: "127.0.0.1:2".into(),
     };
     let mut clock = Clock::new(tenant.config.cpu_limit, tenant.config.cpu_budget);
-    call(&mut store, &handler, &mut clock, Inbox::NewCsa(info)).await
+    call(&mut store, &handler, &mut clock, &link.doorbell, Inbox::NewCsa(info)).await
 }
 
 /// A live connection: its instance, and where its loop stands.
@@ -293,7 +293,13 @@ impl Csa {
     }
 
     async fn deliver(&mut self, what: Inbox<'_>) -> Turn {
-        call(&mut self.store, &self.handler, &mut self.clock, what).await
+        let result = call(&mut self.store, &self.handler, &mut self.clock, &self.link.doorbell, what).await;
+        if result == Err(ShutdownReason::ServerShutdown) {
+            // Cut short by the end of the grace period: the instance is not
+            // called again, not even with `shutdown-csa`.
+            self.told_shutdown = true;
+        }
+        result
     }
 
     /// Tells a live handler why its connection ended, then closes the socket.
@@ -342,8 +348,8 @@ mod tests {
         let (mut store, handler) = instantiate(&tenant, 1, &link, Some(server), &tenant.subscriber()).await.unwrap();
         let info = ConnectionInfo { id: 1, listener: "fast".into(), peer: "p".into(), local: "l".into() };
         let mut clock = Clock::new(tenant.config.cpu_limit, tenant.config.cpu_budget);
-        call(&mut store, &handler, &mut clock, Inbox::NewCsa(info)).await.unwrap();
-        call(&mut store, &handler, &mut clock, Inbox::Data(b"ping")).await.unwrap();
+        call(&mut store, &handler, &mut clock, &link.doorbell, Inbox::NewCsa(info)).await.unwrap();
+        call(&mut store, &handler, &mut clock, &link.doorbell, Inbox::Data(b"ping")).await.unwrap();
 
         assert_eq!(link.outbox().queued(), 0, "the bytes went to the socket, not the queue");
         assert!(link.outbox().wrote_directly);

@@ -35,6 +35,16 @@ impl Doorbell {
         self.take().map_or(Poll::Pending, Poll::Ready)
     }
 
+    /// Whether `ABORT` was rung, leaving every bit for [`poll`](Self::poll);
+    /// wakes the task when it is. For a task busy in a guest call.
+    pub(crate) fn poll_abort(&self, cx: &mut Context<'_>) -> bool {
+        if self.bits.load(Ordering::Acquire) & ABORT != 0 {
+            return true;
+        }
+        self.waker.register(cx.waker());
+        self.bits.load(Ordering::Acquire) & ABORT != 0
+    }
+
     pub(crate) fn take(&self) -> Option<u8> {
         match self.bits.swap(0, Ordering::AcqRel) {
             0 => None,

@@ -1,7 +1,7 @@
 //! Misbehaves on command, to prove that only its own connection pays. The
 //! first line the peer sends is the command:
 //!
-//! - `spin`: loop forever;
+//! - `spin`: log `spinning`, then loop forever;
 //! - `oom`: allocate until the memory limit stops it;
 //! - `panic`: panic (a trap);
 //! - `overflow`: recurse until the stack is exhausted;
@@ -47,6 +47,7 @@ fn run(command: &str) {
     let (verb, arg) = command.split_once(' ').unwrap_or((command, ""));
     match verb {
         "spin" => {
+            eprintln!("spinning");
             let mut n = 0u64;
             loop {
                 n = black_box(n.wrapping_add(1));
