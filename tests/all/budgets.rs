@@ -6,15 +6,6 @@ use crate::common::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::Command;
 
-fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("timeout")
-        .args(["20", "redis-cli", "-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("redis-cli (`make setup-test` installs redis-tools)");
-    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
-}
-
 /// The flood: redis-benchmark SETs of 1 MB values under random keys.
 /// Past `kv-max-bytes` every SET answers -OOM, reads and DELs go on, and
 /// the server's memory stays within the budget.

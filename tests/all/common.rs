@@ -238,3 +238,29 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Writes a config file whose `{guest:NAME}` placeholders become guest paths.
+pub fn config_file(dir: &std::path::Path, text: &str) -> String {
+    let mut text = text.to_string();
+    while let Some(start) = text.find("{guest:") {
+        let end = start + text[start..].find('}').unwrap();
+        let name = &text[start + 7..end];
+        let path = guest(name).to_str().unwrap().to_string();
+        text.replace_range(start..=end, &path);
+    }
+    let path = dir.join("pier.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// Runs `redis-cli -p PORT ARGS` (one connection, one command) and returns
+/// its output, trimmed.
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("timeout")
+        .args(["20", "redis-cli", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli (`make setup` installs redis-tools)");
+    assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}

@@ -3,22 +3,7 @@
 
 use crate::common::*;
 use std::io::{ErrorKind, Read, Write};
-use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// Writes a config file whose `{guest:NAME}` placeholders become guest paths.
-fn config_file(dir: &Path, text: &str) -> String {
-    let mut text = text.to_string();
-    while let Some(start) = text.find("{guest:") {
-        let end = start + text[start..].find('}').unwrap();
-        let name = &text[start + 7..end];
-        let path = guest(name).to_str().unwrap().to_string();
-        text.replace_range(start..=end, &path);
-    }
-    let path = dir.join("pier.toml");
-    std::fs::write(&path, text).unwrap();
-    path.to_str().unwrap().to_string()
-}
 
 /// Sends a command line to the misbehave guest and returns its answer.
 fn ask(addr: std::net::SocketAddr, command: &str) -> String {

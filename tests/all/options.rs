@@ -6,18 +6,6 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// Writes `text` as pier.toml in `dir`, with `{echo}` and `{misbehave}`
-/// standing for those guests' paths.
-fn config_file(dir: &std::path::Path, text: &str) -> String {
-    let mut text = text.to_string();
-    for name in ["echo", "misbehave"] {
-        text = text.replace(&format!("{{{name}}}"), guest(name).to_str().unwrap());
-    }
-    let path = dir.join("pier.toml");
-    std::fs::write(&path, text).unwrap();
-    path.to_str().unwrap().to_string()
-}
-
 /// A flag given with --config overrides that setting for every listener of
 /// the file: a spinning handler is cut at the flag's 100 ms, not the
 /// file's minute.
@@ -30,12 +18,12 @@ fn a_listener_flag_overrides_the_file_for_every_listener() {
 [[listener]]
 name = "a"
 listen = "127.0.0.1:0"
-plugin = "{misbehave}"
+plugin = "{guest:misbehave}"
 cpu-limit = "60s"
 [[listener]]
 name = "b"
 listen = "127.0.0.1:0"
-plugin = "{misbehave}"
+plugin = "{guest:misbehave}"
 cpu-limit = "60s"
 "#,
     );
@@ -57,7 +45,7 @@ fn grace_given_as_its_default_still_overrides_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config_file(
         dir.path(),
-        "grace = \"60s\"\n[[listener]]\nname = \"e\"\nlisten = \"127.0.0.1:0\"\nplugin = \"{echo}\"\n",
+        "grace = \"60s\"\n[[listener]]\nname = \"e\"\nlisten = \"127.0.0.1:0\"\nplugin = \"{guest:echo}\"\n",
     );
     let mut pier = Pier::start(&["--config", &cfg, "--grace", "5s"], 1);
     pier.signal(libc::SIGTERM);
@@ -73,9 +61,8 @@ fn grace_given_as_its_default_still_overrides_the_file() {
 #[test]
 fn a_handler_over_its_memory_limit_fails_check_and_start_up() {
     let dir = tempfile::tempdir().unwrap();
-    let tiny =
-        "[[listener]]\nname = \"tiny\"\nlisten = \"127.0.0.1:0\"\nplugin = \"{echo}\"\nmemory-limit = \"64KiB\"\n";
-    let roomy = "[[listener]]\nname = \"roomy\"\nlisten = \"127.0.0.1:0\"\nplugin = \"{echo}\"\n";
+    let tiny = "[[listener]]\nname = \"tiny\"\nlisten = \"127.0.0.1:0\"\nplugin = \"{guest:echo}\"\nmemory-limit = \"64KiB\"\n";
+    let roomy = "[[listener]]\nname = \"roomy\"\nlisten = \"127.0.0.1:0\"\nplugin = \"{guest:echo}\"\n";
     for (text, cause) in [(tiny.to_string(), "exceeds the limit"), (format!("{roomy}{tiny}"), "memory limit reached")] {
         let cfg = config_file(dir.path(), &text);
         for command in ["check", "serve"] {

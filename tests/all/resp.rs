@@ -7,18 +7,6 @@ use std::net::{Shutdown, SocketAddr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Runs `redis-cli -p PORT ARGS` (one connection, one command) and returns
-/// its output, trimmed.
-fn cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("timeout")
-        .args(["20", "redis-cli", "-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("redis-cli (`make setup` installs redis-tools)");
-    assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
-}
-
 /// Runs the command lines of `script` through one redis-cli connection
 /// (redis-cli reads commands from stdin); its output, trimmed.
 fn cli_script(port: u16, script: &str) -> String {
@@ -62,78 +50,78 @@ fn bulk(value: &[u8]) -> Vec<u8> {
 fn redis_cli_round_trips_every_command() {
     let pier = Pier::serve("resp", &[]);
     let p = pier.addr().port();
-    assert_eq!(cli(p, &["ping"]), "PONG");
-    assert_eq!(cli(p, &["ping", "hello"]), "hello");
-    assert_eq!(cli(p, &["echo", "pier"]), "pier");
-    assert_eq!(cli(p, &["set", "k", "v"]), "OK");
-    assert_eq!(cli(p, &["get", "k"]), "v");
-    assert_eq!(cli(p, &["get", "missing"]), "");
-    assert_eq!(cli(p, &["set", "k", "w", "nx"]), "");
-    assert_eq!(cli(p, &["set", "k", "w", "xx"]), "OK");
-    assert_eq!(cli(p, &["set", "k", "x", "get"]), "w");
-    assert_eq!(cli(p, &["incr", "n"]), "1");
-    assert_eq!(cli(p, &["incrby", "n", "10"]), "11");
-    assert_eq!(cli(p, &["decr", "n"]), "10");
-    assert_eq!(cli(p, &["decrby", "n", "25"]), "-15");
-    assert_eq!(cli(p, &["incr", "k"]), "ERR value is not an integer or out of range");
-    assert_eq!(cli(p, &["mset", "a", "1", "b", "2"]), "OK");
-    assert_eq!(cli(p, &["mget", "a", "b", "nope"]), "1\n2", "a nil prints as an empty line");
-    assert_eq!(cli(p, &["append", "a", "xyz"]), "4");
-    assert_eq!(cli(p, &["get", "a"]), "1xyz");
-    assert_eq!(cli(p, &["strlen", "a"]), "4");
-    assert_eq!(cli(p, &["exists", "a", "b", "nope"]), "2");
-    assert_eq!(cli(p, &["del", "a", "nope"]), "1");
-    assert_eq!(cli(p, &["exists", "a"]), "0");
-    assert_eq!(cli(p, &["ttl", "b"]), "-1");
-    assert_eq!(cli(p, &["expire", "b", "100"]), "1");
-    assert_eq!(cli(p, &["ttl", "b"]), "100");
-    let pttl: i64 = cli(p, &["pttl", "b"]).parse().unwrap();
+    assert_eq!(redis_cli(p, &["ping"]), "PONG");
+    assert_eq!(redis_cli(p, &["ping", "hello"]), "hello");
+    assert_eq!(redis_cli(p, &["echo", "pier"]), "pier");
+    assert_eq!(redis_cli(p, &["set", "k", "v"]), "OK");
+    assert_eq!(redis_cli(p, &["get", "k"]), "v");
+    assert_eq!(redis_cli(p, &["get", "missing"]), "");
+    assert_eq!(redis_cli(p, &["set", "k", "w", "nx"]), "");
+    assert_eq!(redis_cli(p, &["set", "k", "w", "xx"]), "OK");
+    assert_eq!(redis_cli(p, &["set", "k", "x", "get"]), "w");
+    assert_eq!(redis_cli(p, &["incr", "n"]), "1");
+    assert_eq!(redis_cli(p, &["incrby", "n", "10"]), "11");
+    assert_eq!(redis_cli(p, &["decr", "n"]), "10");
+    assert_eq!(redis_cli(p, &["decrby", "n", "25"]), "-15");
+    assert_eq!(redis_cli(p, &["incr", "k"]), "ERR value is not an integer or out of range");
+    assert_eq!(redis_cli(p, &["mset", "a", "1", "b", "2"]), "OK");
+    assert_eq!(redis_cli(p, &["mget", "a", "b", "nope"]), "1\n2", "a nil prints as an empty line");
+    assert_eq!(redis_cli(p, &["append", "a", "xyz"]), "4");
+    assert_eq!(redis_cli(p, &["get", "a"]), "1xyz");
+    assert_eq!(redis_cli(p, &["strlen", "a"]), "4");
+    assert_eq!(redis_cli(p, &["exists", "a", "b", "nope"]), "2");
+    assert_eq!(redis_cli(p, &["del", "a", "nope"]), "1");
+    assert_eq!(redis_cli(p, &["exists", "a"]), "0");
+    assert_eq!(redis_cli(p, &["ttl", "b"]), "-1");
+    assert_eq!(redis_cli(p, &["expire", "b", "100"]), "1");
+    assert_eq!(redis_cli(p, &["ttl", "b"]), "100");
+    let pttl: i64 = redis_cli(p, &["pttl", "b"]).parse().unwrap();
     assert!(pttl > 90_000 && pttl <= 100_000, "pttl {pttl}");
-    assert_eq!(cli(p, &["persist", "b"]), "1");
-    assert_eq!(cli(p, &["ttl", "b"]), "-1");
-    assert_eq!(cli(p, &["pexpire", "b", "100000"]), "1");
-    assert_eq!(cli(p, &["ttl", "b"]), "100");
-    assert_eq!(cli(p, &["ttl", "nope"]), "-2");
-    assert_eq!(cli(p, &["set", "b", "again"]), "OK");
-    assert_eq!(cli(p, &["ttl", "b"]), "-1", "SET clears the expiry");
-    assert_eq!(cli(p, &["set", "e", "v", "ex", "30"]), "OK");
-    assert_eq!(cli(p, &["ttl", "e"]), "30");
-    assert_eq!(cli(p, &["set", "e", "v", "ex", "0"]), "ERR invalid expire time in 'set' command");
+    assert_eq!(redis_cli(p, &["persist", "b"]), "1");
+    assert_eq!(redis_cli(p, &["ttl", "b"]), "-1");
+    assert_eq!(redis_cli(p, &["pexpire", "b", "100000"]), "1");
+    assert_eq!(redis_cli(p, &["ttl", "b"]), "100");
+    assert_eq!(redis_cli(p, &["ttl", "nope"]), "-2");
+    assert_eq!(redis_cli(p, &["set", "b", "again"]), "OK");
+    assert_eq!(redis_cli(p, &["ttl", "b"]), "-1", "SET clears the expiry");
+    assert_eq!(redis_cli(p, &["set", "e", "v", "ex", "30"]), "OK");
+    assert_eq!(redis_cli(p, &["ttl", "e"]), "30");
+    assert_eq!(redis_cli(p, &["set", "e", "v", "ex", "0"]), "ERR invalid expire time in 'set' command");
 
     // A key set with PX 200 is gone once its deadline passes.
-    assert_eq!(cli(p, &["set", "t", "v", "px", "200"]), "OK");
+    assert_eq!(redis_cli(p, &["set", "t", "v", "px", "200"]), "OK");
     let set_at = Instant::now();
-    let pttl: i64 = cli(p, &["pttl", "t"]).parse().unwrap();
+    let pttl: i64 = redis_cli(p, &["pttl", "t"]).parse().unwrap();
     assert!(pttl > 0 && pttl <= 200, "pttl {pttl}");
     let deadline = Instant::now() + STEP;
-    while !cli(p, &["get", "t"]).is_empty() {
+    while !redis_cli(p, &["get", "t"]).is_empty() {
         assert!(Instant::now() < deadline, "the key never expired");
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(set_at.elapsed() >= Duration::from_millis(150), "expired early: {:?}", set_at.elapsed());
-    assert_eq!(cli(p, &["exists", "t"]), "0");
-    assert_eq!(cli(p, &["ttl", "t"]), "-2");
+    assert_eq!(redis_cli(p, &["exists", "t"]), "0");
+    assert_eq!(redis_cli(p, &["ttl", "t"]), "-2");
 
     // What clients send on connecting, and the rest.
-    assert_eq!(cli(p, &["command"]), "");
-    assert_eq!(cli(p, &["command", "docs"]), "");
-    assert_eq!(cli(p, &["config", "get", "save"]), "save");
-    assert_eq!(cli(p, &["config", "get", "appendonly"]), "appendonly\nno");
-    assert_eq!(cli(p, &["select", "0"]), "OK");
-    assert_eq!(cli(p, &["select", "1"]), "ERR DB index is out of range");
+    assert_eq!(redis_cli(p, &["command"]), "");
+    assert_eq!(redis_cli(p, &["command", "docs"]), "");
+    assert_eq!(redis_cli(p, &["config", "get", "save"]), "save");
+    assert_eq!(redis_cli(p, &["config", "get", "appendonly"]), "appendonly\nno");
+    assert_eq!(redis_cli(p, &["select", "0"]), "OK");
+    assert_eq!(redis_cli(p, &["select", "1"]), "ERR DB index is out of range");
     assert_eq!(cli_script(p, "client setname worker\nclient getname\nclient setinfo lib-name x\n"), "OK\nworker\nOK");
-    assert_eq!(cli(p, &["quit"]), "OK");
-    assert_eq!(cli(p, &["foo", "bar"]), "ERR unknown command 'foo', with args beginning with: 'bar'");
-    assert_eq!(cli(p, &["get"]), "ERR wrong number of arguments for 'get' command");
-    assert_eq!(cli(p, &["mset", "a"]), "ERR wrong number of arguments for 'mset' command");
+    assert_eq!(redis_cli(p, &["quit"]), "OK");
+    assert_eq!(redis_cli(p, &["foo", "bar"]), "ERR unknown command 'foo', with args beginning with: 'bar'");
+    assert_eq!(redis_cli(p, &["get"]), "ERR wrong number of arguments for 'get' command");
+    assert_eq!(redis_cli(p, &["mset", "a"]), "ERR wrong number of arguments for 'mset' command");
 }
 
 #[test]
 fn connections_share_the_store_and_incr_is_atomic() {
     let pier = Pier::serve("resp", &[]);
     let addr = pier.addr();
-    assert_eq!(cli(addr.port(), &["set", "shared", "from-one"]), "OK");
-    assert_eq!(cli(addr.port(), &["get", "shared"]), "from-one", "another connection reads it");
+    assert_eq!(redis_cli(addr.port(), &["set", "shared", "from-one"]), "OK");
+    assert_eq!(redis_cli(addr.port(), &["get", "shared"]), "from-one", "another connection reads it");
     // Two connections open at once see each other's writes at once.
     let (mut a, mut b) = (connect(addr), connect(addr));
     ask(&mut a, b"SET live 1\r\n", b"+OK\r\n");
@@ -159,12 +147,12 @@ fn connections_share_the_store_and_incr_is_atomic() {
     for w in workers {
         w.join().unwrap();
     }
-    assert_eq!(cli(addr.port(), &["get", "counter"]), "1200");
+    assert_eq!(redis_cli(addr.port(), &["get", "counter"]), "1200");
     let workers: Vec<_> = (0..4).map(|_| worker("INCR", 100)).collect();
     for w in workers {
         w.join().unwrap();
     }
-    assert_eq!(cli(addr.port(), &["get", "counter"]), "1600");
+    assert_eq!(redis_cli(addr.port(), &["get", "counter"]), "1600");
 }
 
 #[test]
@@ -237,7 +225,7 @@ fn garbage_gets_an_error_and_the_server_lives() {
     assert_eq!(lines[1], "-ERR unknown command 'A  B C', with args beginning with: ", "{answer}");
     assert_eq!(lines[2], "+PONG", "{answer}");
     drop(s);
-    assert_eq!(cli(addr.port(), &["ping"]), "PONG");
+    assert_eq!(redis_cli(addr.port(), &["ping"]), "PONG");
     assert!(!pier.stderr().contains("handler failed"), "{}", pier.stderr());
 }
 
@@ -260,7 +248,7 @@ fn a_16_mib_value_fits_a_32_mib_instance() {
         let want = bulk(&value);
         assert!(read_n(&mut s, want.len()) == want, "the value comes back whole");
     }
-    assert_eq!(cli(pier.addr().port(), &["strlen", "big1"]), (16 << 20).to_string());
+    assert_eq!(redis_cli(pier.addr().port(), &["strlen", "big1"]), (16 << 20).to_string());
     // Larger than the limit: refused before it is read.
     s.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$16777217\r\n").unwrap();
     assert_eq!(read_to_eof(&mut s), b"-ERR Protocol error: invalid bulk length\r\n");
