@@ -5,7 +5,7 @@
 use crate::config::{ListenAddr, ListenerConfig};
 use crate::csa::{self, Accepted};
 use crate::events::{Events, ServerEvent};
-use crate::outbox::{CsaHandle, Link};
+use crate::outbox::CsaHandle;
 use crate::shutdown::Stop;
 use crate::tenant::Tenant;
 use anyhow::{Context, bail};
@@ -167,7 +167,7 @@ impl FailureLog {
 fn start(stream: TcpStream, peer: SocketAddr, tenant: &Tenant, events: &Events) -> Accepted {
     let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
     let local = stream.local_addr().unwrap_or(peer);
-    let link = Link::new(tenant.config.outbox_high_water, tenant.config.outbox_low_water);
+    let link = tenant.link();
     events.emit(|| ServerEvent::NewCsa {
         id,
         listener: tenant.name.clone(),

@@ -78,6 +78,11 @@ impl Tenant {
         Ok(store)
     }
 
+    /// A connection's outbox, with this listener's water marks.
+    pub(crate) fn link(&self) -> Arc<Link> {
+        Link::new(self.config.outbox_high_water, self.config.outbox_low_water)
+    }
+
     /// A connection's backplane mailbox, counted against this listener's
     /// budget.
     pub(crate) fn subscriber(&self) -> Arc<Subscriber> {
@@ -88,8 +93,7 @@ impl Tenant {
     /// this listener's limits cannot hold (its initial memory past
     /// `memory-limit`, say) is an error at start-up, not at every connection.
     pub(crate) async fn probe(&self) -> anyhow::Result<()> {
-        let link = Link::new(self.config.outbox_high_water, self.config.outbox_low_water);
-        let mut store = self.store(0, link, None, self.subscriber())?;
+        let mut store = self.store(0, self.link(), None, self.subscriber())?;
         self.pre.instantiate_async(&mut store).await.map(drop).map_err(anyhow::Error::from).with_context(|| {
             format!(
                 "listener `{}` (memory-limit {}): plugin `{}` cannot be instantiated within this listener's limits",

@@ -106,7 +106,7 @@ async fn instantiate(
 /// What a connection costs before its first byte: a store, an instance and
 /// the `new-csa` call; all dropped on return. For measurements.
 pub(crate) async fn instantiate_and_greet(tenant: &Tenant, id: u64) -> Result<(), ShutdownReason> {
-    let link = Link::new(tenant.config.outbox_high_water, tenant.config.outbox_low_water);
+    let link = tenant.link();
     let (mut store, handler) = instantiate(tenant, id, &link, None, &tenant.subscriber()).await?;
     let info = ConnectionInfo {
         id,
@@ -283,8 +283,7 @@ impl Csa {
     fn flush(&mut self) -> Turn {
         let mut outbox = self.link.outbox();
         let wrote_directly = std::mem::take(&mut outbox.wrote_directly);
-        let socket = self.store.data().peer.socket.as_ref().expect("a live connection has its socket");
-        let flushed = outbox.queued() > 0 && outbox.write_to(socket).map_err(|e| io_reason(&e))? > 0;
+        let flushed = outbox.queued() > 0 && outbox.write_to(self.socket()).map_err(|e| io_reason(&e))? > 0;
         drop(outbox);
         if wrote_directly || flushed {
             self.last_activity = Instant::now();
@@ -344,7 +343,7 @@ mod tests {
         let mut client = std::net::TcpStream::connect(socket.local_addr().unwrap()).unwrap();
         client.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
         let (server, _) = socket.accept().await.unwrap();
-        let link = Link::new(tenant.config.outbox_high_water, tenant.config.outbox_low_water);
+        let link = tenant.link();
         let (mut store, handler) = instantiate(&tenant, 1, &link, Some(server), &tenant.subscriber()).await.unwrap();
         let info = ConnectionInfo { id: 1, listener: "fast".into(), peer: "p".into(), local: "l".into() };
         let mut clock = Clock::new(tenant.config.cpu_limit, tenant.config.cpu_budget);

@@ -29,10 +29,7 @@ pub(crate) struct HostState {
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) peer: Peer,
-    config: services::config::Client,
-    backplane: services::backplane::Client,
-    keyvalue: services::keyvalue::Client,
-    limits: services::limits::Client,
+    services: Services,
 }
 
 /// The guest's connection: the outbox its `send` fills, and the socket.
@@ -72,9 +69,8 @@ impl HostState {
         }
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
-        let Services { config, backplane, keyvalue, limits } = services;
         let limiter = MemoryLimiter { limit: usize::try_from(listener.memory_limit).unwrap_or(usize::MAX) };
-        Ok(Self { wasi: wasi.build(), table, limiter, peer, config, backplane, keyvalue, limits })
+        Ok(Self { wasi: wasi.build(), table, limiter, peer, services })
     }
 
     /// Links every import of the `connection-handler` world: WASI, the
@@ -84,11 +80,13 @@ impl HostState {
         type Kv = HasSelf<services::keyvalue::Client>;
         wasmtime_wasi::p2::add_to_linker_async(linker)?;
         pier::types::add_to_linker::<_, HasSelf<Peer>>(linker, |s| &mut s.peer)?;
-        pier::config::add_to_linker::<_, HasSelf<services::config::Client>>(linker, |s| &mut s.config)?;
-        pier::backplane::add_to_linker::<_, HasSelf<services::backplane::Client>>(linker, |s| &mut s.backplane)?;
-        pier::limits::add_to_linker::<_, HasSelf<services::limits::Client>>(linker, |s| &mut s.limits)?;
-        keyvalue::store::add_to_linker::<_, Kv>(linker, |s| &mut s.keyvalue)?;
-        keyvalue::atomics::add_to_linker::<_, Kv>(linker, |s| &mut s.keyvalue)?;
+        pier::config::add_to_linker::<_, HasSelf<services::config::Client>>(linker, |s| &mut s.services.config)?;
+        pier::backplane::add_to_linker::<_, HasSelf<services::backplane::Client>>(linker, |s| {
+            &mut s.services.backplane
+        })?;
+        pier::limits::add_to_linker::<_, HasSelf<services::limits::Client>>(linker, |s| &mut s.services.limits)?;
+        keyvalue::store::add_to_linker::<_, Kv>(linker, |s| &mut s.services.keyvalue)?;
+        keyvalue::atomics::add_to_linker::<_, Kv>(linker, |s| &mut s.services.keyvalue)?;
         let mut outbox = linker.instance(OUTBOX_IMPORT)?;
         pier::outbox::add_to_linker_instance::<_, HasSelf<Peer>>(&mut outbox, |s| &mut s.peer)?;
         // `send` reads the bytes in place in the guest's memory (`WasmList`)
