@@ -88,6 +88,32 @@ fn finish_flushes_eight_mebibytes_then_eof() {
     assert!(got.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8), "bytes in order");
 }
 
+/// One `send` may give at most the high-water mark: a larger one is refused
+/// whole with `too-large` and the mark, so a connection's queue is bounded
+/// by its configuration, not by its handler's memory limit.
+#[test]
+fn one_send_past_the_high_water_mark_is_refused_whole() {
+    let pier = Pier::serve("flow", &["--outbox-high-water", "8KiB", "--outbox-low-water", "4KiB"]);
+    let mut s = connect(pier.addr());
+    s.write_all(format!("big {}\n", 1 << 20).as_bytes()).unwrap();
+    assert_eq!(read_to_eof(&mut s), b"Err(SendError::TooLarge(8192))\n", "nothing of the big send reaches the peer");
+    let mut s = connect(pier.addr());
+    s.write_all(b"big 8192\n").unwrap();
+    let got = read_to_eof(&mut s);
+    assert_eq!(got.len(), 8192 + b"Ok(())\n".len(), "the mark itself is taken");
+    assert!(got.ends_with(b"Ok(())\n"));
+}
+
+/// The SDK splits what the host would refuse as too large: the echo guest
+/// sends each 32 KiB read whole, and with a 1 KiB high-water mark every byte
+/// still comes back in order.
+#[test]
+fn the_sdk_splits_sends_past_the_high_water_mark() {
+    let pier = Pier::serve("echo", &["--outbox-high-water", "1KiB", "--outbox-low-water", "512B"]);
+    let sent = pattern(7, 4 << 20);
+    assert!(exchange(pier.addr(), &sent) == sent, "4 MiB echoed exactly through a 1 KiB outbox");
+}
+
 #[test]
 fn close_drops_the_queue_and_closes_promptly() {
     let pier = Pier::serve("flow", &[]);

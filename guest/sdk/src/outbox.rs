@@ -5,14 +5,17 @@ use crate::bindings::pier::server::outbox as host;
 use crate::bindings::pier::server::types::SendError;
 
 /// Where a handler's bytes go. `send` never fails for flow control: refused
-/// bytes wait here, in order, and go out on `writable`. Check [`pending`]
-/// before producing more from a source the peer does not pace (a stream, a
-/// backplane): it is the handler's memory that holds them.
+/// bytes wait here, in order, and go out on `writable`. Sends larger than
+/// the host takes in one call are split into pieces it does take. Check
+/// [`pending`] before producing more from a source the peer does not pace (a
+/// stream, a backplane): it is the handler's memory that holds them.
 ///
 /// [`pending`]: Outbox::pending
 #[derive(Debug, Default)]
 pub struct Outbox {
     pending: Vec<u8>,
+    /// The most bytes one host `send` takes, once a `too-large` told us.
+    piece: Option<usize>,
     finish_requested: bool,
     closed: bool,
 }
@@ -38,17 +41,33 @@ impl Outbox {
             self.pending.extend_from_slice(bytes);
             return true;
         }
-        match host::send(bytes) {
-            Ok(()) => true,
-            Err(SendError::WouldBlock) => {
-                self.pending.extend_from_slice(bytes);
-                true
-            }
-            Err(SendError::Closed) => {
-                self.closed = true;
-                false
+        let taken = self.offer(bytes);
+        if self.closed {
+            return false;
+        }
+        self.pending.extend_from_slice(&bytes[taken..]);
+        true
+    }
+
+    /// Hands `bytes` to the host in pieces it takes, until it refuses with
+    /// `would-block` or `closed`; returns how many it took.
+    fn offer(&mut self, bytes: &[u8]) -> usize {
+        let mut taken = 0;
+        while taken < bytes.len() {
+            let end = bytes.len().min(taken.saturating_add(self.piece.unwrap_or(usize::MAX)));
+            match host::send(&bytes[taken..end]) {
+                Ok(()) => taken = end,
+                Err(SendError::WouldBlock) => break,
+                Err(SendError::Closed) => {
+                    self.closed = true;
+                    break;
+                }
+                Err(SendError::TooLarge(max)) => {
+                    self.piece = Some(usize::try_from(max).unwrap_or(usize::MAX).max(1));
+                }
             }
         }
+        taken
     }
 
     /// Bytes held back by the SDK, not yet taken by the host.
@@ -86,14 +105,15 @@ impl Outbox {
     /// Hands held-back bytes to the host; true when none remain.
     pub(crate) fn flush(&mut self) -> bool {
         if !self.pending.is_empty() {
-            match host::send(&self.pending) {
-                Ok(()) => self.pending.clear(),
-                Err(SendError::WouldBlock) => return false,
-                Err(SendError::Closed) => {
-                    self.pending.clear();
-                    self.closed = true;
-                    return false;
-                }
+            let pending = std::mem::take(&mut self.pending);
+            let taken = self.offer(&pending);
+            if self.closed {
+                return false;
+            }
+            self.pending = pending;
+            self.pending.drain(..taken);
+            if !self.pending.is_empty() {
+                return false;
             }
             if self.finish_requested {
                 host::finish();

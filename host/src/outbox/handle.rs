@@ -51,7 +51,8 @@ impl CsaHandle {
     }
 
     /// Queues bytes for the peer; same all-or-nothing rule as the guest's
-    /// `send`: `WouldBlock` means nothing was taken, try again later.
+    /// `send`: `WouldBlock` means nothing was taken, try again later;
+    /// `TooLarge` that one call may give at most the high-water mark.
     pub fn send(&self, bytes: impl Into<Vec<u8>>) -> Result<(), SendError> {
         let result = self.link.outbox().send(bytes.into());
         if result.is_ok() {

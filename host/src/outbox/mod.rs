@@ -25,6 +25,10 @@ pub enum SendError {
     /// The connection is finishing or closed.
     #[error("the connection is finishing or closed")]
     Closed,
+    /// More bytes than one `send` may give (the high-water mark): nothing
+    /// was taken; send them in pieces of at most `max` bytes.
+    #[error("one send may give at most {max} bytes (the outbox's high-water mark); send in pieces")]
+    TooLarge { max: usize },
 }
 
 /// Where the write side of a connection stands.
@@ -84,33 +88,47 @@ impl Outbox {
         data: &[u8],
         write: impl FnOnce(&[u8]) -> io::Result<usize>,
     ) -> Result<(), SendError> {
+        self.admit(data.len())?;
         let mut rest = data;
-        if self.queued == 0 && self.state == WriteState::Open {
+        if self.queued == 0 {
             if let Ok(n) = write(rest) {
                 rest = &rest[n..];
                 self.wrote_directly |= n > 0;
             }
-            if rest.is_empty() {
-                return Ok(());
-            }
         }
-        self.send(rest.to_vec())
+        self.push(rest.to_vec());
+        Ok(())
     }
 
-    /// All or nothing: takes every byte while below high water, else none.
+    /// All or nothing: takes every byte while below high water, else none;
+    /// never more than the high-water mark in one call, so the queue stays
+    /// under twice the mark.
     pub(crate) fn send(&mut self, data: Vec<u8>) -> Result<(), SendError> {
+        self.admit(data.len())?;
+        self.push(data);
+        Ok(())
+    }
+
+    /// Whether a send of `len` bytes may be taken now (nothing is taken yet).
+    fn admit(&mut self, len: usize) -> Result<(), SendError> {
         if self.state != WriteState::Open {
             return Err(SendError::Closed);
+        }
+        if len > self.high_water {
+            return Err(SendError::TooLarge { max: self.high_water });
         }
         if self.queued >= self.high_water {
             self.blocked = true;
             return Err(SendError::WouldBlock);
         }
+        Ok(())
+    }
+
+    fn push(&mut self, data: Vec<u8>) {
         if !data.is_empty() {
             self.queued += data.len();
             self.chunks.push_back(data);
         }
-        Ok(())
     }
 
     pub(crate) fn finish(&mut self) {
@@ -205,6 +223,23 @@ mod tests {
         assert!(!o.take_writable(), "once per episode");
         assert_eq!(o.chunks.len(), 1);
         assert_eq!(o.head_written, 5);
+    }
+
+    #[test]
+    fn one_send_takes_at_most_the_high_water_mark() {
+        let mut o = Outbox::new(10, 4);
+        let mut offered = false;
+        let big = o.send_through(&[1; 11], |b| {
+            offered = true;
+            Ok(b.len())
+        });
+        assert_eq!(big, Err(SendError::TooLarge { max: 10 }));
+        assert!(!offered, "a refused send writes nothing, even to an empty queue");
+        assert_eq!(o.send(vec![1; 10]), Ok(()), "the mark itself is taken");
+        assert_eq!(o.send(vec![1; 11]), Err(SendError::TooLarge { max: 10 }), "at any queue level");
+        assert!(!o.take_writable(), "too-large owes no writable");
+        o.finish();
+        assert_eq!(o.send(vec![1; 11]), Err(SendError::Closed), "closed wins");
     }
 
     #[test]

@@ -150,6 +150,7 @@ impl From<SendError> for WitSendError {
         match e {
             SendError::WouldBlock => WitSendError::WouldBlock,
             SendError::Closed => WitSendError::Closed,
+            SendError::TooLarge { max } => WitSendError::TooLarge(max as u64),
         }
     }
 }

@@ -1,8 +1,11 @@
 //! Exercises the outbox contract. The first line the peer sends is a command;
 //! what follows is echoed (with `would-block` respected).
 //!
-//! - `finish N`: one `send` of N pattern bytes (byte i = i % 251), then `finish`.
-//! - `close N`: the same, then `close`: the queue is dropped.
+//! - `finish N`: N pattern bytes (byte i = i % 251) in the largest pieces the
+//!   host takes, respecting `would-block`, then `finish`.
+//! - `close N`: sends pieces of the N bytes until `would-block`, then `close`:
+//!   the queue is dropped.
+//! - `big N`: one `send` of N bytes; answers what it returned, then finishes.
 //! - `flood`: sends 64 KiB chunks forever, ignoring `would-block`.
 //! - `pause`: `pause-reading`, sends `P` until `would-block`, and resumes
 //!   reading once the outbox has drained (`writable`); then echoes.
@@ -17,8 +20,12 @@ use std::cell::RefCell;
 struct State {
     /// Bytes before the first newline, while the command is incomplete.
     command: Option<Vec<u8>>,
-    /// Echo bytes refused with `would-block`.
+    /// Bytes the host has not taken yet (echo, or `finish N`).
     pending: Vec<u8>,
+    /// The most bytes one `send` takes, once a `too-large` said so.
+    piece: Option<usize>,
+    /// `finish` once `pending` has drained.
+    finish_when_drained: bool,
     paused: bool,
 }
 
@@ -33,13 +40,21 @@ fn pattern(n: usize) -> Vec<u8> {
 fn run(command: &str) {
     let mut words = command.split_whitespace();
     match (words.next(), words.next().and_then(|n| n.parse::<usize>().ok())) {
-        (Some("finish"), Some(n)) => {
-            outbox::send(&pattern(n)).expect("an empty outbox takes any send");
-            outbox::finish();
-        }
-        (Some("close"), Some(n)) => {
-            outbox::send(&pattern(n)).expect("an empty outbox takes any send");
+        (Some("finish"), Some(n)) => STATE.with_borrow_mut(|s| {
+            s.pending = pattern(n);
+            s.finish_when_drained = true;
+            drain(s);
+        }),
+        (Some("close"), Some(n)) => STATE.with_borrow_mut(|s| {
+            s.pending = pattern(n);
+            drain(s);
+            s.pending.clear();
             outbox::close();
+        }),
+        (Some("big"), Some(n)) => {
+            let result = outbox::send(&pattern(n));
+            let _ = outbox::send(format!("{result:?}\n").as_bytes());
+            outbox::finish();
         }
         (Some("flood"), _) => {
             let chunk = vec![b'F'; 64 << 10];
@@ -64,8 +79,24 @@ fn run(command: &str) {
 
 fn echo(state: &mut State, bytes: &[u8]) {
     state.pending.extend_from_slice(bytes);
-    if !state.pending.is_empty() && outbox::send(&state.pending).is_ok() {
-        state.pending.clear();
+    drain(state);
+}
+
+/// Sends `pending` in pieces the host takes, until it is empty (then
+/// `finish` if asked) or the host says `would-block` (`writable` resumes).
+fn drain(state: &mut State) {
+    let mut taken = 0;
+    while taken < state.pending.len() {
+        let end = state.pending.len().min(taken + state.piece.unwrap_or(usize::MAX));
+        match outbox::send(&state.pending[taken..end]) {
+            Ok(()) => taken = end,
+            Err(outbox::SendError::TooLarge(max)) => state.piece = Some(max as usize),
+            Err(_) => break,
+        }
+    }
+    state.pending.drain(..taken);
+    if state.pending.is_empty() && state.finish_when_drained {
+        outbox::finish();
     }
 }
 
