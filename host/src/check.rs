@@ -1,7 +1,8 @@
 //! `pier check`: everything `serve` does before it binds, then a report.
 
-use crate::config::units::{format_duration, format_size};
+use crate::config::units::{format_duration, format_size, format_size_rounded};
 use crate::config::{ListenAddr, ListenerConfig, ServerConfig};
+use crate::footprint;
 use crate::sandbox::plugin;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -19,24 +20,38 @@ pub async fn check(path: &Path) -> anyhow::Result<String> {
 /// Validates every listener of a configuration as `pier serve --config`
 /// would load it (limits, addresses, plugins, their worlds, one
 /// instantiation each within its limits) without binding, and returns a
-/// table of the listeners.
+/// table of the listeners with the most host memory each can make pier hold
+/// ([`footprint`]), warning when their sum exceeds the machine's memory.
 pub async fn check_config(config: &ServerConfig) -> anyhow::Result<String> {
     crate::server::load(config).await?;
     let mut out = format!(
-        "{:<12} {:<22} {:>9} {:>9} {:>8} {:>8}  {}\n",
-        "LISTENER", "LISTEN", "MAX-CONNS", "MEMORY", "CPU", "IDLE", "PLUGIN"
+        "{:<12} {:<22} {:>9} {:>9} {:>8} {:>8} {:>10}  {}\n",
+        "LISTENER", "LISTEN", "MAX-CONNS", "MEMORY", "CPU", "IDLE", "WORST-CASE", "PLUGIN"
     );
+    let mut total = 0u64;
     for l in &config.listeners {
+        let worst = footprint::worst_case(l);
+        total = total.saturating_add(worst);
         let _ = writeln!(
             out,
-            "{:<12} {:<22} {:>9} {:>9} {:>8} {:>8}  {}",
+            "{:<12} {:<22} {:>9} {:>9} {:>8} {:>8} {:>10}  {}",
             l.name,
             l.listen.to_string(),
             l.max_connections,
             format_size(l.memory_limit),
             format_duration(l.cpu_limit),
             format_duration(l.idle_timeout),
+            format_size_rounded(worst),
             l.plugin.display()
+        );
+    }
+    let _ = writeln!(out, "worst-case host memory, all listeners: {}", format_size_rounded(total));
+    if let Some(machine) = footprint::machine_memory().filter(|&m| total > m) {
+        let _ = writeln!(
+            out,
+            "warning: that is more than this machine's {} of memory: lower max-connections or memory-limit \
+             (the largest terms) where a tenant must not be able to reach it",
+            format_size_rounded(machine)
         );
     }
     Ok(out)

@@ -19,8 +19,9 @@
 //! - `csa`: one task per connection: socket <-> handler instance.
 //! - `listener`: binding (`makeTCPServerPort`) and the accept loop.
 //! - [`Server`]: ties them together and carries out `serverShutdown`;
-//!   `os_limits`: the kernel limits it checks at start-up; [`check`]:
-//!   `pier check`.
+//!   `os_limits`: the kernel limits it checks at start-up.
+//! - [`footprint`]: the most host memory each listener can make pier hold;
+//!   [`check`]: `pier check`.
 //! - [`measure`]: the instantiate micro-benchmark behind `make bench`.
 //!
 //! # Embedding
@@ -51,6 +52,7 @@ pub mod check;
 pub mod config;
 mod csa;
 pub mod events;
+pub mod footprint;
 mod listener;
 pub mod measure;
 mod os_limits;

@@ -46,6 +46,17 @@ pub fn format_size(bytes: u64) -> String {
     bytes.to_string()
 }
 
+/// A size for people to read, to one decimal ("64.2 GiB"); not parseable
+/// back exactly, unlike [`format_size`].
+pub fn format_size_rounded(bytes: u64) -> String {
+    for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if bytes >= 1 << shift {
+            return format!("{:.1} {unit}", bytes as f64 / f64::from(1u32 << shift));
+        }
+    }
+    format!("{bytes} B")
+}
+
 pub fn format_duration(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }

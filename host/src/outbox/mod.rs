@@ -90,11 +90,11 @@ impl Outbox {
     ) -> Result<(), SendError> {
         self.admit(data.len())?;
         let mut rest = data;
-        if self.queued == 0 {
-            if let Ok(n) = write(rest) {
-                rest = &rest[n..];
-                self.wrote_directly |= n > 0;
-            }
+        if self.queued == 0
+            && let Ok(n) = write(rest)
+        {
+            rest = &rest[n..];
+            self.wrote_directly |= n > 0;
         }
         self.push(rest.to_vec());
         Ok(())

@@ -8,6 +8,10 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 /// so a busy handler never holds a worker thread for longer than this.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// The stack each instance's calls run on (a fiber): its guest's wasm stack
+/// (`max_wasm_stack`) and the host frames beneath it.
+pub const ASYNC_STACK: usize = 1 << 20;
+
 /// Pool sizing, derived from the listeners it must serve.
 #[derive(Clone, Copy, Debug)]
 pub struct PoolSize {
@@ -62,7 +66,7 @@ pub fn build(pool: PoolSize) -> anyhow::Result<Engine> {
         .memory_guard_size(64 << 10)
         .memory_reservation_for_growth(0)
         .max_wasm_stack(512 << 10)
-        .async_stack_size(1 << 20);
+        .async_stack_size(ASYNC_STACK);
     // For profiling handlers: perf reads /tmp/perf-PID.map and names the
     // guests' functions instead of showing bare addresses.
     if std::env::var_os("PIER_PERF_MAP").is_some_and(|v| v == "1") {

@@ -16,7 +16,7 @@ use wasmtime_wasi::async_trait;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-const MAX_LINE: usize = 4096;
+pub(crate) const MAX_LINE: usize = 4096;
 
 /// Which of the guest's streams.
 #[derive(Clone, Copy, Debug)]
@@ -25,10 +25,22 @@ pub enum Stdio {
     Stderr,
 }
 
-/// Makes the per-stream loggers that WASI asks for; all of one
-/// connection's streams share its rate.
+/// Makes the output streams that WASI asks for. All of one connection's
+/// streams of one kind (however many the guest opens) write into one line
+/// buffer, so a guest's partial lines hold at most `MAX_LINE` bytes of host
+/// memory per kind; and both kinds share the connection's rate.
 #[derive(Clone)]
-pub struct GuestLog(pub Stdio, pub Arc<LogRate>);
+pub struct GuestLog(Arc<Mutex<Line>>);
+
+impl GuestLog {
+    pub fn new(stdio: Stdio, rate: Arc<LogRate>) -> Self {
+        Self(Arc::new(Mutex::new(Line { stdio, rate, buf: Vec::new() })))
+    }
+
+    fn write_bytes(&self, bytes: &[u8]) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).write_bytes(bytes);
+    }
+}
 
 /// A token bucket of log lines: `rate` a second, as many at once.
 #[derive(Debug)]
@@ -85,39 +97,40 @@ impl IsTerminal for GuestLog {
 
 impl StdoutStream for GuestLog {
     fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(LineLogger::new(self.clone()))
+        Box::new(LineLogger(self.clone()))
     }
 
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(LineLogger::new(self.clone()))
+        Box::new(LineLogger(self.clone()))
     }
 }
 
-struct LineLogger {
-    log: GuestLog,
-    line: Vec<u8>,
+/// One output stream the guest holds.
+struct LineLogger(GuestLog);
+
+/// The partial line of one kind of stream.
+struct Line {
+    stdio: Stdio,
+    rate: Arc<LogRate>,
+    buf: Vec<u8>,
 }
 
-impl LineLogger {
-    fn new(log: GuestLog) -> Self {
-        Self { log, line: Vec::new() }
-    }
-
+impl Line {
     fn write_bytes(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
-            let room = MAX_LINE - self.line.len();
+            let room = MAX_LINE - self.buf.len();
             let take = bytes.iter().take(room).position(|&b| b == b'\n');
             match take {
                 Some(nl) => {
-                    self.line.extend_from_slice(&bytes[..nl]);
+                    self.buf.extend_from_slice(&bytes[..nl]);
                     self.emit();
                     bytes = &bytes[nl + 1..];
                 }
                 None => {
                     let n = bytes.len().min(room);
-                    self.line.extend_from_slice(&bytes[..n]);
+                    self.buf.extend_from_slice(&bytes[..n]);
                     bytes = &bytes[n..];
-                    if self.line.len() == MAX_LINE {
+                    if self.buf.len() == MAX_LINE {
                         self.emit();
                     }
                 }
@@ -126,20 +139,21 @@ impl LineLogger {
     }
 
     fn emit(&mut self) {
-        let text = String::from_utf8_lossy(&self.line);
-        if self.log.1.allow() {
-            match self.log.0 {
+        let text = String::from_utf8_lossy(&self.buf);
+        if self.rate.allow() {
+            match self.stdio {
                 Stdio::Stdout => tracing::info!(target: "pier::guest", "{text}"),
                 Stdio::Stderr => tracing::warn!(target: "pier::guest", "{text}"),
             }
         }
-        self.line.clear();
+        self.buf.clear();
     }
 }
 
-impl Drop for LineLogger {
+impl Drop for Line {
+    /// The connection's last stream of this kind is gone: write what is left.
     fn drop(&mut self) {
-        if !self.line.is_empty() {
+        if !self.buf.is_empty() {
             self.emit();
         }
     }
@@ -152,7 +166,7 @@ impl Pollable for LineLogger {
 
 impl OutputStream for LineLogger {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
-        self.write_bytes(&bytes);
+        self.0.write_bytes(&bytes);
         Ok(())
     }
 
@@ -166,8 +180,8 @@ impl OutputStream for LineLogger {
 }
 
 impl AsyncWrite for LineLogger {
-    fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.write_bytes(buf);
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.0.write_bytes(buf);
         Poll::Ready(Ok(buf.len()))
     }
 
@@ -190,5 +204,15 @@ mod tests {
         let allowed = (0..100).filter(|_| rate.allow()).count();
         assert_eq!(allowed, 5, "a burst of one second's lines, no more");
         assert_eq!(rate.state.lock().unwrap().dropped, 95);
+    }
+
+    #[test]
+    fn every_stream_of_a_kind_shares_one_bounded_line() {
+        let log = GuestLog::new(Stdio::Stdout, LogRate::new(1000));
+        let streams: Vec<_> = (0..100).map(|_| LineLogger(log.clone())).collect();
+        for s in &streams {
+            s.0.write_bytes(&[b'x'; MAX_LINE - 1]);
+        }
+        assert!(log.0.lock().unwrap().buf.len() < MAX_LINE, "100 streams, one partial line");
     }
 }

@@ -13,5 +13,7 @@ pub(crate) mod limits;
 pub(crate) mod plugin;
 pub(crate) mod state;
 
+pub(crate) use engine::ASYNC_STACK;
+pub(crate) use guest_log::MAX_LINE as MAX_LOG_LINE;
 pub use limits::MemoryLimitExceeded;
-pub(crate) use state::HostState;
+pub(crate) use state::{HostState, MAX_RESOURCES};

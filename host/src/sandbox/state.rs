@@ -16,7 +16,7 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable, WasmList};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 /// Most entries a guest may keep in its WASI resource table.
-const MAX_RESOURCES: usize = 1024;
+pub(crate) const MAX_RESOURCES: usize = 1024;
 
 /// The instance name of the `outbox` interface, whose `send` pier links
 /// itself ([`Peer::send`]). Only this instance provides the outbox: were the
@@ -55,8 +55,8 @@ impl HostState {
     pub(crate) fn new(listener: &ListenerConfig, peer: Peer, services: Services) -> anyhow::Result<Self> {
         let mut wasi = WasiCtx::builder();
         let rate = LogRate::new(listener.log_rate);
-        wasi.stdout(GuestLog(Stdio::Stdout, rate.clone()))
-            .stderr(GuestLog(Stdio::Stderr, rate))
+        wasi.stdout(GuestLog::new(Stdio::Stdout, rate.clone()))
+            .stderr(GuestLog::new(Stdio::Stderr, rate))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
