@@ -3,7 +3,7 @@
 #   make test   install what the tests need, build, run the whole suite
 
 CARGO   ?= cargo
-GUESTS  := echo chargen chat fortune http-server resp counter flow misbehave wrong-world
+GUESTS  := echo chargen chat fortune http-server resp counter flow misbehave hostile wrong-world
 WASM    := target/wasm32-wasip2/release
 PIER    := target/release/pier
 BENCH   := target/release/pier-bench

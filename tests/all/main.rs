@@ -10,6 +10,7 @@ mod echo;
 mod embed;
 mod faults;
 mod flow;
+mod hostile;
 mod http;
 mod layout;
 mod limits;
