@@ -156,6 +156,12 @@ impl Pier {
         let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
+
+    /// Open file descriptors of the server process (entries of /proc/PID/fd).
+    #[allow(dead_code, reason = "used by some test modules only")]
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).expect("proc fd").count()
+    }
 }
 
 impl Drop for Pier {
