@@ -16,4 +16,5 @@ mod layout;
 mod limits;
 mod options;
 mod resp;
+mod resp_conformance;
 mod shutdown;

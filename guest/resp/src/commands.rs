@@ -4,7 +4,14 @@
 use crate::db::{Db, Expiry, Kv, Ttl};
 use crate::parse::{MAX_BULK, integer};
 use crate::reply::Reply;
+use crate::{float, glob};
 use pier_guest::keyvalue::store::Error;
+use std::hash::{BuildHasher, RandomState};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What HELLO and INFO report: the release this module is checked against
+/// (clients gate features on it).
+pub const REDIS_VERSION: &str = "7.0.15";
 
 /// What the connection does after a command.
 #[derive(Debug, PartialEq, Eq)]
@@ -21,6 +28,18 @@ pub struct Session {
     pub id: u64,
     /// CLIENT SETNAME's name.
     pub name: Option<Vec<u8>>,
+    /// Commands run and not yet added to INFO's `total_commands_processed`
+    /// (added in batches: a store call per command would cost too much).
+    pub uncounted: i64,
+}
+
+impl Session {
+    /// Adds the commands run so far to INFO's counter.
+    pub fn count_commands<K: Kv + ?Sized>(&mut self, db: &Db<K>) {
+        if self.uncounted > 0 && db.add_stat("commands", self.uncounted).is_ok() {
+            self.uncounted = 0;
+        }
+    }
 }
 
 /// The commands served and their arity, as in Redis's command table: `n`
@@ -30,21 +49,45 @@ const COMMANDS: &[(&str, i32)] = &[
     ("echo", 2),
     ("get", 2),
     ("set", -3),
+    ("setnx", 3),
+    ("setex", 4),
+    ("psetex", 4),
+    ("getdel", 2),
+    ("getex", -2),
+    ("getrange", 4),
+    ("setrange", 4),
     ("del", -2),
+    ("unlink", -2),
     ("exists", -2),
+    ("touch", -2),
+    ("type", 2),
+    ("rename", 3),
+    ("renamenx", 3),
     ("incr", 2),
     ("decr", 2),
     ("incrby", 3),
     ("decrby", 3),
+    ("incrbyfloat", 3),
     ("mget", -2),
     ("mset", -3),
+    ("msetnx", -3),
     ("append", 3),
     ("strlen", 2),
     ("expire", -3),
     ("pexpire", -3),
+    ("expiretime", 2),
+    ("pexpiretime", 2),
     ("persist", 2),
     ("ttl", 2),
     ("pttl", 2),
+    ("dbsize", 1),
+    ("keys", 2),
+    ("scan", -2),
+    ("randomkey", 1),
+    ("flushdb", -1),
+    ("flushall", -1),
+    ("time", 1),
+    ("hello", -1),
     ("command", -1),
     ("config", -2),
     ("client", -2),
@@ -72,6 +115,7 @@ pub fn run<K: Kv + ?Sized>(db: &Db<K>, session: &mut Session, args: &[&[u8]], re
         reply.error(&arity_error(name));
         return Next::Continue;
     }
+    session.uncounted += 1;
     if let Err(e) = execute(db, session, name, args, reply) {
         store_error(e, reply);
     }
@@ -95,8 +139,71 @@ fn execute<K: Kv + ?Sized>(
         "echo" => reply.bulk(args[1]),
         "get" => reply.maybe_bulk(db.get(args[1])?),
         "set" => set(db, args, reply)?,
-        "del" => reply.int(count(args, |key| db.delete(key))?),
-        "exists" => reply.int(count(args, |key| db.exists(key))?),
+        "setnx" => {
+            let fresh = !db.exists(args[1])?;
+            if fresh {
+                db.set(args[1], args[2], Expiry::Clear)?;
+            }
+            reply.int(i64::from(fresh));
+        }
+        "setex" | "psetex" => {
+            let unit: &[u8] = if name == "setex" { b"ex" } else { b"px" };
+            match integer(args[2]).map(|n| set_deadline(unit, n, db.now())) {
+                None => reply.error(NOT_AN_INTEGER),
+                Some(None) => reply.error(&format!("ERR invalid expire time in '{name}' command")),
+                Some(Some(at)) => {
+                    db.set(args[1], args[3], Expiry::At(at))?;
+                    reply.ok();
+                }
+            }
+        }
+        "getdel" => {
+            let value = db.get(args[1])?;
+            if value.is_some() {
+                db.delete(args[1])?;
+            }
+            reply.maybe_bulk(value);
+        }
+        "getex" => getex(db, args, reply)?,
+        "getrange" => getrange(db, args, reply)?,
+        "setrange" => setrange(db, args, reply)?,
+        "del" | "unlink" => reply.int(count(args, |key| db.delete(key))?),
+        "exists" | "touch" => reply.int(count(args, |key| db.exists(key))?),
+        "type" => reply.simple(if db.exists(args[1])? { "string" } else { "none" }),
+        "rename" | "renamenx" => rename(db, name == "renamenx", args, reply)?,
+        "incrbyfloat" => incrbyfloat(db, args, reply)?,
+        "msetnx" => msetnx(db, args, reply)?,
+        "expiretime" | "pexpiretime" => reply.int(match db.ttl(args[1])? {
+            Ttl::Missing => -2,
+            Ttl::Persistent => -1,
+            Ttl::Until(at) if name == "expiretime" => (at + 500) / 1000,
+            Ttl::Until(at) => at,
+        }),
+        "dbsize" => reply.int(db.count()?.0 as i64),
+        "keys" => {
+            let keys = db.keys(|key| args[1] == b"*" || glob::matches(args[1], key))?;
+            reply.array(keys.len());
+            for key in keys {
+                reply.bulk(&key);
+            }
+        }
+        "scan" => scan(db, args, reply)?,
+        "randomkey" => {
+            let random = RandomState::new();
+            reply.maybe_bulk(db.random_key(random.hash_one(0), random.hash_one(1))?)
+        }
+        "flushdb" | "flushall" => match args {
+            [_] => flush(db, reply)?,
+            [_, mode] if [&b"async"[..], b"sync"].iter().any(|m| m.eq_ignore_ascii_case(mode)) => flush(db, reply)?,
+            _ => reply.error(SYNTAX),
+        },
+        "time" => {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            reply.array(2);
+            reply.bulk(now.as_secs().to_string().as_bytes());
+            reply.bulk(now.subsec_micros().to_string().as_bytes());
+        }
+        "hello" => hello(session, args, reply),
         "incr" => increment(db, args[1], 1, reply)?,
         "decr" => increment(db, args[1], -1, reply)?,
         "incrby" | "decrby" => match integer(args[2]) {
@@ -127,7 +234,10 @@ fn execute<K: Kv + ?Sized>(
             // One database: the listener's bucket.
             Some(_) => reply.error("ERR DB index is out of range"),
         },
-        "info" => info(db, args, reply),
+        "info" => {
+            session.count_commands(db);
+            info(db, args, reply)?
+        }
         "quit" => reply.ok(),
         _ => unreachable!("every name in COMMANDS has a branch"),
     }
@@ -376,6 +486,303 @@ fn persist<K: Kv + ?Sized>(db: &Db<K>, key: &[u8], reply: &mut Reply) -> Result<
     Ok(())
 }
 
+/// GETEX key [EX s | PX ms | EXAT s | PXAT ms | PERSIST]: the value, then
+/// the new deadline (a past one deletes the key, as in Redis). As in
+/// Redis, the options' syntax is checked first, the time only once the key
+/// is found.
+fn getex<K: Kv + ?Sized>(db: &Db<K>, args: &[&[u8]], reply: &mut Reply) -> Result<(), Error> {
+    let (mut persist, mut expire) = (false, None);
+    let mut i = 2;
+    while i < args.len() {
+        let option = args[i].to_ascii_lowercase();
+        match option.as_slice() {
+            b"persist" if !persist && expire.is_none() => persist = true,
+            b"ex" | b"px" | b"exat" | b"pxat" if !persist && expire.is_none() && i + 1 < args.len() => {
+                expire = Some((option, args[i + 1]));
+                i += 1;
+            }
+            _ => {
+                reply.error(SYNTAX);
+                return Ok(());
+            }
+        }
+        i += 1;
+    }
+    let Some(value) = db.get(args[1])? else {
+        reply.nil();
+        return Ok(());
+    };
+    if let Some((unit, n)) = expire {
+        let Some(n) = integer(n) else {
+            reply.error(NOT_AN_INTEGER);
+            return Ok(());
+        };
+        let Some(at) = set_deadline(&unit, n, db.now()) else {
+            reply.error("ERR invalid expire time in 'getex' command");
+            return Ok(());
+        };
+        db.set_deadline(args[1], Some(at))?;
+    } else if persist {
+        db.set_deadline(args[1], None)?;
+    }
+    reply.bulk_owned(value);
+    Ok(())
+}
+
+/// GETRANGE key start end, with Redis's index rules (negative from the end,
+/// clamped, empty when crossed).
+fn getrange<K: Kv + ?Sized>(db: &Db<K>, args: &[&[u8]], reply: &mut Reply) -> Result<(), Error> {
+    let (Some(mut start), Some(mut end)) = (integer(args[2]), integer(args[3])) else {
+        reply.error(NOT_AN_INTEGER);
+        return Ok(());
+    };
+    let value = db.get(args[1])?.unwrap_or_default();
+    let len = value.len() as i64;
+    if start < 0 && end < 0 && start > end {
+        reply.bulk(b"");
+        return Ok(());
+    }
+    if start < 0 {
+        start = (len + start).max(0);
+    }
+    if end < 0 {
+        end = (len + end).max(0);
+    }
+    end = end.min(len - 1);
+    if start > end || len == 0 {
+        reply.bulk(b"");
+    } else {
+        reply.bulk(&value[start as usize..=end as usize]);
+    }
+    Ok(())
+}
+
+/// SETRANGE key offset value: overwrites from `offset`, zero-padding a
+/// shorter value; keeps the deadline.
+fn setrange<K: Kv + ?Sized>(db: &Db<K>, args: &[&[u8]], reply: &mut Reply) -> Result<(), Error> {
+    let Some(offset) = integer(args[2]) else {
+        reply.error(NOT_AN_INTEGER);
+        return Ok(());
+    };
+    if offset < 0 {
+        reply.error("ERR offset is out of range");
+        return Ok(());
+    }
+    let patch = args[3];
+    let old = db.get(args[1])?;
+    if patch.is_empty() {
+        reply.int(old.map_or(0, |v| v.len() as i64));
+        return Ok(());
+    }
+    if offset as u64 + patch.len() as u64 > MAX_BULK as u64 {
+        reply.error("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
+        return Ok(());
+    }
+    let mut value = old.unwrap_or_default();
+    let (from, to) = (offset as usize, offset as usize + patch.len());
+    if value.len() < to {
+        value.resize(to, 0);
+    }
+    value[from..to].copy_from_slice(patch);
+    db.set(args[1], &value, Expiry::Keep)?;
+    reply.int(value.len() as i64);
+    Ok(())
+}
+
+fn rename<K: Kv + ?Sized>(db: &Db<K>, nx: bool, args: &[&[u8]], reply: &mut Reply) -> Result<(), Error> {
+    let (from, to) = (args[1], args[2]);
+    if !db.exists(from)? {
+        reply.error("ERR no such key");
+        return Ok(());
+    }
+    if nx && (from == to || db.exists(to)?) {
+        reply.int(0);
+        return Ok(());
+    }
+    db.rename(from, to)?;
+    if nx {
+        reply.int(1)
+    } else {
+        reply.ok()
+    }
+    Ok(())
+}
+
+/// INCRBYFLOAT key increment, in `long double` arithmetic as Redis does it
+/// (see `float`); keeps the deadline. Not atomic across connections.
+fn incrbyfloat<K: Kv + ?Sized>(db: &Db<K>, args: &[&[u8]], reply: &mut Reply) -> Result<(), Error> {
+    let current = match db.get(args[1])? {
+        Some(value) => float::parse(&value),
+        None => float::parse(b"0"),
+    };
+    let (Some(current), Some(by)) = (current, float::parse(args[2])) else {
+        reply.error("ERR value is not a valid float");
+        return Ok(());
+    };
+    let Some(sum) = float::add(current, by) else {
+        reply.error("ERR increment would produce NaN or Infinity");
+        return Ok(());
+    };
+    let text = float::format(sum);
+    db.set(args[1], text.as_bytes(), Expiry::Keep)?;
+    reply.bulk(text.as_bytes());
+    Ok(())
+}
+
+fn msetnx<K: Kv + ?Sized>(db: &Db<K>, args: &[&[u8]], reply: &mut Reply) -> Result<(), Error> {
+    if args.len().is_multiple_of(2) {
+        reply.error(&arity_error("msetnx"));
+        return Ok(());
+    }
+    for pair in args[1..].chunks(2) {
+        if db.exists(pair[0])? {
+            reply.int(0);
+            return Ok(());
+        }
+    }
+    for pair in args[1..].chunks(2) {
+        db.set(pair[0], pair[1], Expiry::Clear)?;
+    }
+    reply.int(1);
+    Ok(())
+}
+
+fn flush<K: Kv + ?Sized>(db: &Db<K>, reply: &mut Reply) -> Result<(), Error> {
+    db.flush()?;
+    reply.ok();
+    Ok(())
+}
+
+/// A SCAN cursor as Redis reads it (`strtoul`): decimal, an optional sign
+/// (`-1` is the largest cursor), nothing else; the empty string is 0.
+fn scan_cursor(text: &[u8]) -> Option<u64> {
+    let (neg, digits) = match text.first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if digits.is_empty() {
+        return text.is_empty().then_some(0);
+    }
+    let mut n: u64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    Some(if neg { n.wrapping_neg() } else { n })
+}
+
+/// SCAN's options: the pattern (None: all) and whether strings are asked
+/// for (TYPE of another type: no key); or the error to answer.
+fn scan_options<'a>(options: &[&'a [u8]]) -> Result<(Option<&'a [u8]>, bool), &'static str> {
+    let (mut pattern, mut only_strings) = (None, true);
+    for pair in options.chunks(2) {
+        let [option, value] = pair else { return Err(SYNTAX) };
+        match option.to_ascii_lowercase().as_slice() {
+            b"count" => match integer(value) {
+                None => return Err(NOT_AN_INTEGER),
+                Some(n) if n < 1 => return Err(SYNTAX),
+                Some(_) => {}
+            },
+            b"match" => pattern = Some(*value).filter(|p| *p != b"*"),
+            b"type" => only_strings = value.eq_ignore_ascii_case(b"string"),
+            _ => return Err(SYNTAX),
+        }
+    }
+    Ok((pattern, only_strings))
+}
+
+/// SCAN cursor [MATCH pattern] [COUNT n] [TYPE type]: one page of the
+/// store (up to about a thousand keys; COUNT is a hint, as in Redis, and
+/// is not followed). The cursor is the store's: 0 starts, 0 ends.
+fn scan<K: Kv + ?Sized>(db: &Db<K>, args: &[&[u8]], reply: &mut Reply) -> Result<(), Error> {
+    let Some(cursor) = scan_cursor(args[1]) else {
+        reply.error("ERR invalid cursor");
+        return Ok(());
+    };
+    let (pattern, only_strings) = match scan_options(&args[2..]) {
+        Ok(options) => options,
+        Err(error) => {
+            reply.error(error);
+            return Ok(());
+        }
+    };
+    let (keys, next) = db.scan((cursor != 0).then_some(cursor))?;
+    let keys: Vec<Vec<u8>> = match pattern {
+        _ if !only_strings => Vec::new(),
+        Some(pattern) => keys.into_iter().filter(|key| glob::matches(pattern, key)).collect(),
+        None => keys,
+    };
+    reply.array(2);
+    reply.bulk(next.unwrap_or(0).to_string().as_bytes());
+    reply.array(keys.len());
+    for key in keys {
+        reply.bulk(&key);
+    }
+    Ok(())
+}
+
+/// HELLO [protover [AUTH username password] [SETNAME name]]. pier speaks
+/// RESP2 only, so HELLO 3 answers NOPROTO (Redis 6's words for a version
+/// it does not serve) and a client stays on RESP2. There are no users: only
+/// `default`, with any password, as on a redis-server without `requirepass`.
+fn hello(session: &mut Session, args: &[&[u8]], reply: &mut Reply) {
+    if let Some(version) = args.get(1) {
+        match integer(version) {
+            None => return reply.error("ERR Protocol version is not an integer or out of range"),
+            Some(2) => {}
+            Some(3) => return reply.error("NOPROTO sorry, this protocol version is not supported"),
+            Some(_) => return reply.error("NOPROTO unsupported protocol version"),
+        }
+    }
+    let (mut user, mut name) = (None, None);
+    let mut i = 2;
+    while i < args.len() {
+        let more = args.len() - 1 - i;
+        if args[i].eq_ignore_ascii_case(b"auth") && more >= 2 {
+            user = Some(args[i + 1]);
+            i += 3;
+        } else if args[i].eq_ignore_ascii_case(b"setname") && more >= 1 {
+            name = Some(args[i + 1]);
+            i += 2;
+        } else {
+            return reply.error(&format!("ERR Syntax error in HELLO option '{}'", String::from_utf8_lossy(args[i])));
+        }
+    }
+    if user.is_some_and(|u| u != b"default") {
+        return reply.error("WRONGPASS invalid username-password pair or user is disabled.");
+    }
+    if let Some(name) = name {
+        if !valid_client_name(name) {
+            return reply.error(BAD_CLIENT_NAME);
+        }
+        session.name = (!name.is_empty()).then(|| name.to_vec());
+    }
+    reply.array(14);
+    for (key, value) in [("server", "redis"), ("version", REDIS_VERSION)] {
+        reply.bulk(key.as_bytes());
+        reply.bulk(value.as_bytes());
+    }
+    reply.bulk(b"proto");
+    reply.int(2);
+    reply.bulk(b"id");
+    reply.int(session.id as i64);
+    for (key, value) in [("mode", "standalone"), ("role", "master")] {
+        reply.bulk(key.as_bytes());
+        reply.bulk(value.as_bytes());
+    }
+    reply.bulk(b"modules");
+    reply.array(0);
+}
+
+const BAD_CLIENT_NAME: &str = "ERR Client names cannot contain spaces, newlines or special characters.";
+
+fn valid_client_name(name: &[u8]) -> bool {
+    name.iter().all(|b| (b'!'..=b'~').contains(b))
+}
+
 /// COMMAND, COMMAND DOCS, COMMAND INFO: an empty list, which redis-cli
 /// takes as "no hints" (it asks at start-up).
 fn command(args: &[&[u8]], reply: &mut Reply) {
@@ -387,11 +794,14 @@ fn command(args: &[&[u8]], reply: &mut Reply) {
     }
 }
 
-/// INFO [section...]: the `memory` and `keyspace` sections, from the
-/// listener's store and its budget (pier's `maxmemory` is `kv-max-bytes`,
-/// and it never evicts). Other sections are empty, as Redis answers for a
-/// section it does not know.
-fn info<K: Kv + ?Sized>(db: &Db<K>, args: &[&[u8]], reply: &mut Reply) {
+/// INFO [section...]: `server`, `clients`, `memory`, `stats` and
+/// `keyspace`, with the fields `redis-cli --stat` and dashboards read.
+/// Memory is the listener's store against its budget (pier's `maxmemory`
+/// is `kv-max-bytes`, and it never evicts); the client and command counts
+/// are kept in the store by every connection of the listener (a connection
+/// whose instance traps is not taken off `connected_clients`). Other
+/// sections are empty, as Redis answers for a section it does not know.
+fn info<K: Kv + ?Sized>(db: &Db<K>, args: &[&[u8]], reply: &mut Reply) -> Result<(), Error> {
     let wants = |section: &str| {
         args.len() == 1
             || args[1..].iter().any(|a| {
@@ -399,21 +809,40 @@ fn info<K: Kv + ?Sized>(db: &Db<K>, args: &[&[u8]], reply: &mut Reply) {
                 a == section || a == "all" || a == "everything" || a == "default"
             })
     };
-    let u = db.usage();
-    let mut text = String::new();
+    let mut sections: Vec<String> = Vec::new();
+    if wants("server") {
+        sections.push(format!(
+            "# Server\r\nredis_version:{REDIS_VERSION}\r\nredis_mode:standalone\r\narch_bits:32\r\nserver_name:pier\r\n"
+        ));
+    }
+    if wants("clients") {
+        let connected = db.stat("connected").max(0);
+        sections.push(format!("# Clients\r\nconnected_clients:{connected}\r\nblocked_clients:0\r\n"));
+    }
     if wants("memory") {
-        text.push_str(&format!(
+        let u = db.usage();
+        sections.push(format!(
             "# Memory\r\nused_memory:{}\r\nmaxmemory:{}\r\nmaxmemory_policy:noeviction\r\nkeys:{}\r\nmaxkeys:{}\r\n",
             u.used_bytes, u.max_bytes, u.keys, u.max_keys
         ));
     }
-    if wants("keyspace") && u.keys > 0 {
-        if !text.is_empty() {
-            text.push_str("\r\n");
-        }
-        text.push_str(&format!("# Keyspace\r\ndb0:keys={},expires=0,avg_ttl=0\r\n", u.keys));
+    if wants("stats") {
+        sections.push(format!(
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n",
+            db.stat("connections"),
+            db.stat("commands")
+        ));
     }
-    reply.bulk(text.as_bytes());
+    if wants("keyspace") {
+        let mut text = "# Keyspace\r\n".to_string();
+        let (keys, expires) = db.count()?;
+        if keys > 0 {
+            text.push_str(&format!("db0:keys={keys},expires={expires},avg_ttl=0\r\n"));
+        }
+        sections.push(text);
+    }
+    reply.bulk(sections.join("\r\n").as_bytes());
+    Ok(())
 }
 
 /// CONFIG GET parameter...: the pairs of `CONFIG` the parameters name (`*`
@@ -450,9 +879,7 @@ fn client(session: &mut Session, args: &[&[u8]], reply: &mut Reply) {
         return reply.error(&arity_error(&format!("client|{}", String::from_utf8_lossy(&sub))));
     }
     match sub.as_slice() {
-        b"setname" if !args[2].iter().all(|b| (b'!'..=b'~').contains(b)) => {
-            reply.error("ERR Client names cannot contain spaces, newlines or special characters.")
-        }
+        b"setname" if !valid_client_name(args[2]) => reply.error(BAD_CLIENT_NAME),
         b"setname" => {
             session.name = (!args[2].is_empty()).then(|| args[2].to_vec());
             reply.ok();
@@ -517,6 +944,9 @@ mod tests {
         fn usage(&self) -> pier_guest::limits::Usage {
             self.0.usage()
         }
+        fn list_keys(&self, cursor: Option<u64>) -> Result<(Vec<String>, Option<u64>), Error> {
+            self.0.list_keys(cursor)
+        }
     }
 
     #[test]
@@ -545,11 +975,19 @@ mod tests {
         let mut c = Conn::default();
         c.run("set k v");
         let info = c.run("info memory");
-        assert!(info.contains("used_memory:98\r\n"), "{info}");
+        // The key, and INFO's command counter: 98 + 111 bytes.
+        assert!(info.contains("used_memory:209\r\n"), "{info}");
         assert!(info.contains("maxmemory:67108864\r\nmaxmemory_policy:noeviction"), "{info}");
         assert!(!info.contains("Keyspace"), "{info}");
-        assert!(c.run("info").contains("db0:keys=1"));
-        assert_eq!(c.run("info server"), "$0\r\n\r\n");
+        assert!(c.run("info").contains("db0:keys=1,expires=0"));
+        assert!(c.run("info server").contains("redis_version:7.0.15\r\n"));
+        assert_eq!(c.run("info nosuch"), "$0\r\n\r\n");
+        c.run("set t v ex 100");
+        let all = c.run("info");
+        for field in ["connected_clients:", "blocked_clients:0", "total_commands_processed:", "db0:keys=2,expires=1"] {
+            assert!(all.contains(field), "{field} in {all}");
+        }
+        assert!(all.contains("\r\n\r\n# Keyspace\r\n"), "sections apart by a blank line");
     }
 
     #[test]
@@ -689,7 +1127,7 @@ mod tests {
 
     #[test]
     fn what_clients_send_on_connecting() {
-        let mut c = Conn { session: Session { id: 42, name: None }, ..Conn::default() };
+        let mut c = Conn { session: Session { id: 42, ..Session::default() }, ..Conn::default() };
         assert_eq!(c.run("COMMAND"), "*0\r\n");
         assert_eq!(c.run("command docs"), "*0\r\n");
         assert_eq!(c.run("command count"), format!(":{}\r\n", COMMANDS.len()));

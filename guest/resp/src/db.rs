@@ -9,8 +9,15 @@
 //! deadline is looked up or cleared at all (see `DEADLINE_MARK`).
 //!
 //! The bucket offers no compare-and-set, so only INCR and friends (the atomic
-//! increment) are atomic across connections; SET NX/XX, APPEND and the
-//! expiry commands read, then write.
+//! increment) are atomic across connections; SET NX/XX, APPEND, RENAME,
+//! INCRBYFLOAT, SETRANGE and the expiry commands read, then write.
+//!
+//! Keyspace walks (KEYS, SCAN, DBSIZE, RANDOMKEY, FLUSHDB) go through the
+//! store's `list-keys` one page at a time: the host holds its lock for one
+//! page only, and its cursor survives concurrent writes (see pier's
+//! `host/src/services/keyvalue.rs`). Keys starting with NUL other than
+//! `"\0x:"` are pier's own (deadlines, the mark, the INFO counters) and are
+//! never shown.
 
 use pier_guest::keyvalue::atomics;
 use pier_guest::keyvalue::store::{Bucket, Error};
@@ -30,6 +37,9 @@ pub trait Kv {
     fn increment(&self, key: &str, delta: i64) -> Result<i64, Error>;
     /// What the listener's store holds against its budget (INFO memory).
     fn usage(&self) -> Usage;
+    /// One page of keys from `cursor` (None: the start) and the next
+    /// page's cursor (None: that was the last).
+    fn list_keys(&self, cursor: Option<u64>) -> Result<(Vec<String>, Option<u64>), Error>;
 }
 
 impl Kv for Bucket {
@@ -52,6 +62,9 @@ impl Kv for Bucket {
     }
     fn usage(&self) -> Usage {
         limits::keyvalue_usage()
+    }
+    fn list_keys(&self, cursor: Option<u64>) -> Result<(Vec<String>, Option<u64>), Error> {
+        Bucket::list_keys(self, cursor).map(|page| (page.keys, page.cursor))
     }
 }
 
@@ -78,6 +91,9 @@ impl Kv for NoStore {
     fn usage(&self) -> Usage {
         Usage { used_bytes: 0, max_bytes: 0, keys: 0, max_keys: 0 }
     }
+    fn list_keys(&self, _: Option<u64>) -> Result<(Vec<String>, Option<u64>), Error> {
+        Err(Error::NoSuchStore)
+    }
 }
 
 /// The store key for a Redis key. `wasi:keyvalue` keys are strings and Redis
@@ -98,6 +114,17 @@ pub fn store_key(key: &[u8]) -> Cow<'_, str> {
         }
     }
 }
+
+/// The Redis key a store key stands for; None for pier's own keys (the
+/// inverse of `store_key`).
+pub fn redis_key(stored: &str) -> Option<Vec<u8>> {
+    let Some(rest) = stored.strip_prefix('\0') else { return Some(stored.as_bytes().to_vec()) };
+    let hex = rest.strip_prefix("x:")?.as_bytes();
+    hex.chunks(2).map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()).collect()
+}
+
+/// INFO's counters, under `"\0stat:" + name` (kept by FLUSHDB).
+const STAT_PREFIX: &str = "\0stat:";
 
 /// A stored deadline: decimal ms since the epoch.
 fn parse_deadline(text: Option<Vec<u8>>) -> Option<i64> {
@@ -274,8 +301,15 @@ impl<'a, K: Kv + ?Sized> Db<'a, K> {
 
     /// The store's atomic increment, after lazy expiry (an expired counter
     /// starts again from 0). A deadline the key has stays, as in Redis.
+    /// The value is read first (one call, as `exists` would be) so that
+    /// only Redis's strict integers count: the store also takes `+7` and
+    /// `007`, which Redis refuses.
     pub fn increment(&self, key: &[u8], delta: i64) -> Result<i64, Error> {
-        self.exists(key)?;
+        if let Some(value) = self.get(key)?
+            && crate::parse::integer(&value).is_none()
+        {
+            return Err(Error::Other("value is not an integer or out of range".into()));
+        }
         self.kv.increment(&store_key(key), delta)
     }
 
@@ -292,15 +326,137 @@ impl<'a, K: Kv + ?Sized> Db<'a, K> {
     /// Sets (Some) or removes (None) the deadline of an existing key; a
     /// deadline not in the future deletes the key now, as in Redis.
     pub fn set_deadline(&self, key: &[u8], at: Option<i64>) -> Result<(), Error> {
-        let key = store_key(key);
+        self.set_deadline_stored(&store_key(key), at)
+    }
+
+    fn set_deadline_stored(&self, key: &str, at: Option<i64>) -> Result<(), Error> {
         match at {
             Some(at) if at <= self.now() => {
-                self.kv.delete(&key)?;
-                self.clear_deadline(&key)
+                self.kv.delete(key)?;
+                self.clear_deadline(key)
             }
-            Some(at) => self.store_deadline(&key, at),
-            None => self.clear_deadline(&key),
+            Some(at) => self.store_deadline(key, at),
+            None => self.clear_deadline(key),
         }
+    }
+
+    /// RENAME: moves the value and its deadline onto `to` (whatever `to`
+    /// held goes); false if `from` is missing.
+    pub fn rename(&self, from: &[u8], to: &[u8]) -> Result<bool, Error> {
+        let Some(value) = self.get(from)? else { return Ok(false) };
+        if from == to {
+            return Ok(true);
+        }
+        let expiry = match self.ttl(from)? {
+            Ttl::Until(at) => Expiry::At(at),
+            _ => Expiry::Clear,
+        };
+        self.set(to, &value, expiry)?;
+        let from = store_key(from);
+        self.kv.delete(&from)?;
+        self.clear_deadline(&from)?;
+        Ok(true)
+    }
+
+    /// One page of the keyspace from `cursor`: the live Redis keys (an
+    /// expired key met is deleted, as Redis's SCAN does), and the next
+    /// cursor (None: the walk is over).
+    pub fn scan(&self, cursor: Option<u64>) -> Result<(Vec<Vec<u8>>, Option<u64>), Error> {
+        let (stored, next) = self.kv.list_keys(cursor)?;
+        let mut keys = Vec::with_capacity(stored.len());
+        for key in stored {
+            if let Some(redis) = redis_key(&key)
+                && !self.expire_if_due(&key, self.deadline(&key)?)?
+            {
+                keys.push(redis);
+            }
+        }
+        Ok((keys, next))
+    }
+
+    /// Every live Redis key `keep` accepts, page by page.
+    pub fn keys(&self, mut keep: impl FnMut(&[u8]) -> bool) -> Result<Vec<Vec<u8>>, Error> {
+        let (mut all, mut cursor) = (Vec::new(), None);
+        loop {
+            let (keys, next) = self.scan(cursor)?;
+            all.extend(keys.into_iter().filter(|k| keep(k)));
+            match next {
+                Some(_) => cursor = next,
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// The keys and the keys with a deadline, expired ones included until
+    /// something deletes them (as Redis counts them): DBSIZE, INFO keyspace.
+    /// One walk of the store, reading names only.
+    pub fn count(&self) -> Result<(u64, u64), Error> {
+        let (mut keys, mut expires, mut cursor) = (0, 0, None);
+        loop {
+            let (stored, next) = self.kv.list_keys(cursor)?;
+            for key in &stored {
+                if key.starts_with("\0ttl:") {
+                    expires += 1;
+                } else if redis_key(key).is_some() {
+                    keys += 1;
+                }
+            }
+            match next {
+                Some(_) => cursor = next,
+                None => return Ok((keys, expires)),
+            }
+        }
+    }
+
+    /// FLUSHDB: deletes every key and deadline (INFO's counters stay).
+    pub fn flush(&self) -> Result<(), Error> {
+        let mut cursor = None;
+        loop {
+            let (stored, next) = self.kv.list_keys(cursor)?;
+            for key in stored.iter().filter(|k| !k.starts_with(STAT_PREFIX)) {
+                self.kv.delete(key)?;
+            }
+            match next {
+                Some(_) => cursor = next,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// A live key from a random place of the keyspace (`start`, a random
+    /// cursor), walking on (and round once) past pages that hold none.
+    pub fn random_key(&self, start: u64, pick: u64) -> Result<Option<Vec<u8>>, Error> {
+        let mut cursor = Some(start);
+        let mut wrapped = false;
+        loop {
+            let (keys, next) = self.scan(cursor)?;
+            if !keys.is_empty() {
+                return Ok(Some(keys[(pick % keys.len() as u64) as usize].clone()));
+            }
+            cursor = match next {
+                Some(_) => next,
+                None if !wrapped && start != 0 => {
+                    wrapped = true;
+                    None
+                }
+                None => return Ok(None),
+            };
+            // Back at the start: the store holds no live key.
+            if wrapped && cursor.is_some_and(|c| c > start) {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Adds `delta` to an INFO counter.
+    pub fn add_stat(&self, name: &str, delta: i64) -> Result<i64, Error> {
+        self.kv.increment(&format!("{STAT_PREFIX}{name}"), delta)
+    }
+
+    /// An INFO counter (0 if never counted).
+    pub fn stat(&self, name: &str) -> i64 {
+        let value = self.kv.get(&format!("{STAT_PREFIX}{name}")).ok().flatten();
+        value.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()).unwrap_or(0)
     }
 }
 
@@ -366,6 +522,23 @@ pub mod memory {
             data.insert(key.to_string(), next.to_string().into_bytes());
             Ok(next)
         }
+        /// Pages of three keys, cursors as the host's: keys in order of
+        /// a hash (here the key's length: ties test the grouping), a page
+        /// never splits one hash's keys, the cursor is the next hash.
+        fn list_keys(&self, cursor: Option<u64>) -> Result<(Vec<String>, Option<u64>), Error> {
+            self.call();
+            let mut keys: Vec<(u64, String)> = self.0.borrow().keys().map(|k| (k.len() as u64, k.clone())).collect();
+            keys.sort();
+            keys.retain(|(hash, _)| *hash >= cursor.unwrap_or(0));
+            let mut page = Vec::new();
+            for (hash, key) in keys {
+                if page.len() >= 3 && Some(&hash) != page.last().map(|(h, _)| h) {
+                    return Ok((page.into_iter().map(|(_, k)| k).collect(), Some(hash)));
+                }
+                page.push((hash, key));
+            }
+            Ok((page.into_iter().map(|(_, k)| k).collect(), None))
+        }
         fn usage(&self) -> super::Usage {
             let data = self.0.borrow();
             let used_bytes = data.iter().map(|(k, v)| (k.len() + v.len()) as u64 + 96).sum();
@@ -386,6 +559,36 @@ mod tests {
         assert_eq!(store_key("\u{fffd}".as_bytes()), "\u{fffd}", "not confused with an invalid byte");
         assert_eq!(store_key(b"\0ttl:k"), "\0x:0074746c3a6b");
         assert_eq!(store_key(b""), "");
+        for key in [&b"user:1"[..], b"\xff\r\n", b"\0ttl:k", b""] {
+            assert_eq!(redis_key(&store_key(key)).as_deref(), Some(key));
+        }
+        assert_eq!(redis_key("\0ttl:k"), None, "pier's own keys are not shown");
+        assert_eq!(redis_key("\0stat:commands"), None);
+    }
+
+    #[test]
+    fn walks_skip_pier_keys_and_expire_lazily() {
+        let kv = Memory::default();
+        let turn = Turn::fixed(1_000);
+        let db = Db::new(&kv, &turn);
+        for (i, key) in [&b"a"[..], b"b", b"\xff", b"c", b"d"].iter().enumerate() {
+            let expiry = if i == 3 { Expiry::At(1_500) } else { Expiry::Clear };
+            db.set(key, b"v", expiry).unwrap();
+        }
+        db.add_stat("commands", 5).unwrap();
+        assert_eq!(db.count().unwrap(), (5, 1));
+        let mut keys = db.keys(|_| true).unwrap();
+        keys.sort();
+        assert_eq!(keys, [&b"a"[..], b"b", b"c", b"d", b"\xff"]);
+        let later = Turn::fixed(2_000);
+        let db = Db::new(&kv, &later);
+        assert_eq!(db.keys(|k| k != b"a").unwrap().len(), 3, "c expired, a filtered");
+        assert_eq!(db.count().unwrap(), (4, 0), "the walk deleted c");
+        assert!(db.random_key(0, 7).unwrap().is_some());
+        db.flush().unwrap();
+        assert_eq!(db.count().unwrap(), (0, 0));
+        assert_eq!(db.random_key(0, 7).unwrap(), None);
+        assert_eq!(db.stat("commands"), 5, "FLUSHDB keeps INFO's counters");
     }
 
     #[test]

@@ -17,6 +17,8 @@
 
 mod commands;
 mod db;
+mod float;
+mod glob;
 mod parse;
 mod reply;
 
@@ -24,7 +26,7 @@ use commands::{Next, Session};
 use db::{Db, NoStore, Turn};
 use parse::{Parsed, Parser};
 use pier_guest::keyvalue::store::{self, Bucket};
-use pier_guest::{ConnectionInfo, Handler, Outbox};
+use pier_guest::{ConnectionInfo, Handler, Outbox, ShutdownReason};
 use reply::Reply;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -33,6 +35,8 @@ const SEND_AT: usize = 64 << 10;
 /// Input buffer capacity kept between requests; more (after a large value)
 /// is given back so that the memory can hold the next large value.
 const KEEP_CAPACITY: usize = 64 << 10;
+/// Commands counted locally before INFO's shared counter is updated.
+const COUNT_EVERY: i64 = 1000;
 
 struct Resp {
     /// Received bytes not yet answered: at most one unfinished command, or
@@ -48,6 +52,8 @@ struct Resp {
     eof: bool,
     /// Waiting for `writable` to go on (see the module doc).
     stalled: bool,
+    /// Still counted in INFO's `connected_clients`.
+    counted: bool,
 }
 
 /// Milliseconds since the Unix epoch, from `wasi:clocks/wall-clock`.
@@ -91,6 +97,9 @@ impl Resp {
             }
         }
         self.send(out, &mut reply);
+        if self.session.uncounted >= COUNT_EVERY {
+            self.with_db(&turn, |db, session| session.count_commands(db));
+        }
         self.buf.drain(..at);
         if self.closing {
             self.buf = Vec::new();
@@ -111,10 +120,29 @@ impl Resp {
         }
     }
 
+    /// Runs `f` on the listener's store, if it could be opened.
+    fn with_db(&mut self, turn: &Turn, f: impl FnOnce(&Db<Bucket>, &mut Session)) {
+        if let Some(bucket) = &self.bucket {
+            f(&Db::new(bucket, turn), &mut self.session);
+        }
+    }
+
+    /// The connection is over (`shutdown-csa` is always the last call):
+    /// its counts go into INFO's, and it leaves `connected_clients`.
+    fn leave(&mut self) {
+        if std::mem::take(&mut self.counted) {
+            let turn = Turn::new(now_ms);
+            self.with_db(&turn, |db, session| {
+                session.count_commands(db);
+                let _ = db.add_stat("connected", -1);
+            });
+        }
+    }
+
     /// Sends the gathered replies; stalls if the SDK had to hold any back.
     fn send(&mut self, out: &mut Outbox, reply: &mut Reply) {
         for part in reply.take() {
-            if !out.send(&part) {
+            if !out.send_vec(part) {
                 // The connection is gone: nothing more to do.
                 self.closing = true;
                 return;
@@ -126,14 +154,23 @@ impl Resp {
 
 impl Handler for Resp {
     fn on_connect(info: &ConnectionInfo, _out: &mut Outbox) -> Self {
+        let bucket = store::open("").ok();
+        // INFO's client counts; a full store only leaves them behind.
+        let turn = Turn::new(now_ms);
+        let counted = bucket.as_ref().is_some_and(|bucket| {
+            let db = Db::new(bucket, &turn);
+            let _ = db.add_stat("connections", 1);
+            db.add_stat("connected", 1).is_ok()
+        });
         Resp {
             buf: Vec::new(),
             parser: Parser::default(),
-            bucket: store::open("").ok(),
-            session: Session { id: info.id, name: None },
+            bucket,
+            session: Session { id: info.id, ..Session::default() },
             closing: false,
             eof: false,
             stalled: false,
+            counted,
         }
     }
 
@@ -159,6 +196,10 @@ impl Handler for Resp {
         if !self.stalled {
             self.serve(out);
         }
+    }
+
+    fn on_shutdown(&mut self, _out: &mut Outbox, _reason: &ShutdownReason) {
+        self.leave();
     }
 }
 

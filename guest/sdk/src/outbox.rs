@@ -3,6 +3,7 @@
 
 use crate::bindings::pier::server::outbox as host;
 use crate::bindings::pier::server::types::SendError;
+use std::collections::VecDeque;
 
 /// Where a handler's bytes go. `send` never fails for flow control: refused
 /// bytes wait here, in order, and go out on `writable`. Sends larger than
@@ -13,7 +14,12 @@ use crate::bindings::pier::server::types::SendError;
 /// [`pending`]: Outbox::pending
 #[derive(Debug, Default)]
 pub struct Outbox {
-    pending: Vec<u8>,
+    /// Held-back bytes, in order. A buffer given to `send_vec` is held as
+    /// it is, without a copy.
+    pending: VecDeque<Vec<u8>>,
+    /// Bytes of `pending[0]` the host already took.
+    head: usize,
+    pending_len: usize,
     /// The most bytes one host `send` takes, once a `too-large` told us.
     piece: Option<usize>,
     finish_requested: bool,
@@ -28,7 +34,9 @@ impl Outbox {
     /// An outbox already holding `bytes` back, as after a `would-block`.
     #[cfg(test)]
     pub(crate) fn holding(bytes: &[u8]) -> Self {
-        Self { pending: bytes.to_vec(), ..Self::default() }
+        let mut out = Self::default();
+        out.hold(bytes.to_vec(), 0);
+        out
     }
 
     /// Queues bytes for the peer. False once the connection is finishing or
@@ -37,42 +45,51 @@ impl Outbox {
         if self.closed || self.finish_requested {
             return false;
         }
-        if !self.pending.is_empty() {
-            self.pending.extend_from_slice(bytes);
-            return true;
+        let taken = self.offer_in_order(bytes);
+        if taken < bytes.len() && !self.closed {
+            self.hold(bytes[taken..].to_vec(), 0);
         }
-        let taken = self.offer(bytes);
-        if self.closed {
-            return false;
-        }
-        self.pending.extend_from_slice(&bytes[taken..]);
-        true
+        !self.closed
     }
 
-    /// Hands `bytes` to the host in pieces it takes, until it refuses with
-    /// `would-block` or `closed`; returns how many it took.
-    fn offer(&mut self, bytes: &[u8]) -> usize {
-        let mut taken = 0;
-        while taken < bytes.len() {
-            let end = bytes.len().min(taken.saturating_add(self.piece.unwrap_or(usize::MAX)));
-            match host::send(&bytes[taken..end]) {
-                Ok(()) => taken = end,
-                Err(SendError::WouldBlock) => break,
-                Err(SendError::Closed) => {
-                    self.closed = true;
-                    break;
-                }
-                Err(SendError::TooLarge(max)) => {
-                    self.piece = Some(usize::try_from(max).unwrap_or(usize::MAX).max(1));
-                }
-            }
+    /// [`send`](Self::send) for a buffer the handler gives away: what the
+    /// host does not take at once is held back without a copy, so a large
+    /// reply costs the handler's memory once, not twice.
+    pub fn send_vec(&mut self, bytes: Vec<u8>) -> bool {
+        if self.closed || self.finish_requested {
+            return false;
         }
-        taken
+        let taken = self.offer_in_order(&bytes);
+        if taken < bytes.len() && !self.closed {
+            self.hold(bytes, taken);
+        }
+        !self.closed
+    }
+
+    /// Offers `bytes` to the host unless older bytes are held back.
+    fn offer_in_order(&mut self, bytes: &[u8]) -> usize {
+        if self.pending.is_empty() { offer(&mut self.piece, &mut self.closed, bytes) } else { 0 }
+    }
+
+    /// Holds `buf` back, of which the host already took `taken` bytes (only
+    /// ever for the first buffer held).
+    fn hold(&mut self, buf: Vec<u8>, taken: usize) {
+        if self.pending.is_empty() {
+            self.head = taken;
+        }
+        self.pending_len += buf.len() - taken;
+        self.pending.push_back(buf);
+    }
+
+    fn drop_pending(&mut self) {
+        self.pending.clear();
+        self.head = 0;
+        self.pending_len = 0;
     }
 
     /// Bytes held back by the SDK, not yet taken by the host.
     pub fn pending(&self) -> usize {
-        self.pending.len()
+        self.pending_len
     }
 
     /// Flush everything (held-back bytes included), then close.
@@ -88,7 +105,7 @@ impl Outbox {
 
     /// Drop everything not yet sent and close now.
     pub fn close(&mut self) {
-        self.pending.clear();
+        self.drop_pending();
         self.closed = true;
         host::close();
     }
@@ -104,21 +121,44 @@ impl Outbox {
 
     /// Hands held-back bytes to the host; true when none remain.
     pub(crate) fn flush(&mut self) -> bool {
-        if !self.pending.is_empty() {
-            let pending = std::mem::take(&mut self.pending);
-            let taken = self.offer(&pending);
+        let held = !self.pending.is_empty();
+        while let Some(front) = self.pending.front() {
+            let taken = offer(&mut self.piece, &mut self.closed, &front[self.head..]);
             if self.closed {
+                self.drop_pending();
                 return false;
             }
-            self.pending = pending;
-            self.pending.drain(..taken);
-            if !self.pending.is_empty() {
+            self.head += taken;
+            self.pending_len -= taken;
+            if self.head < front.len() {
                 return false;
             }
-            if self.finish_requested {
-                host::finish();
-            }
+            self.pending.pop_front();
+            self.head = 0;
+        }
+        if held && self.finish_requested {
+            host::finish();
         }
         !self.closed
     }
+}
+
+/// Hands `bytes` to the host in pieces it takes, until it refuses with
+/// `would-block` or `closed` (which sets `closed`); returns how many it
+/// took. `piece` is learnt from the first `too-large`.
+fn offer(piece: &mut Option<usize>, closed: &mut bool, bytes: &[u8]) -> usize {
+    let mut taken = 0;
+    while taken < bytes.len() {
+        let end = bytes.len().min(taken.saturating_add(piece.unwrap_or(usize::MAX)));
+        match host::send(&bytes[taken..end]) {
+            Ok(()) => taken = end,
+            Err(SendError::WouldBlock) => break,
+            Err(SendError::Closed) => {
+                *closed = true;
+                break;
+            }
+            Err(SendError::TooLarge(max)) => *piece = Some(usize::try_from(max).unwrap_or(usize::MAX).max(1)),
+        }
+    }
+    taken
 }

@@ -2,20 +2,27 @@
 //! connections (wasmtime-wasi-keyvalue's in-memory provider copies its data
 //! into each Store, so it cannot share), and each connection's client of it,
 //! which implements the `store` and `atomics` imports.
+//!
+//! A bucket is an ordered map keyed by (hash of the key, key), so that
+//! `list-keys` pages through it without a snapshot: the cursor is a hash,
+//! and a page is the keys from that hash on. See [`BucketData::list_keys`].
 
 use crate::bindings::wasi::keyvalue::atomics;
 use crate::bindings::wasi::keyvalue::store::{self as wit, Error, KeyResponse};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use wasmtime::component::Resource;
 
-/// Keys returned per `list-keys` page.
+/// Keys returned per `list-keys` page (a page may hold a few more: it
+/// never splits the keys of one hash).
 const PAGE: usize = 1000;
 
 /// What one key costs the host besides its key and value bytes: the map
-/// entry, the two allocations' headers, the map's spare room. Counted
-/// against `kv-max-bytes`, so that the budget bounds memory, not payload.
+/// entry (its hash, its share of a B-tree node), the two allocations'
+/// headers. Counted against `kv-max-bytes`, so that the budget bounds
+/// memory, not payload.
 pub const ENTRY_OVERHEAD: u64 = 96;
 
 /// Most buckets (distinct identifiers) one listener's store may have.
@@ -113,7 +120,11 @@ impl Store {
         if buckets.len() >= MAX_BUCKETS {
             return Err(refusal(format!("at most {MAX_BUCKETS} buckets per listener")));
         }
-        let bucket = Bucket(Arc::new(BucketData { data: Mutex::default(), budget: self.budget.clone() }));
+        let bucket = Bucket(Arc::new(BucketData {
+            data: Mutex::default(),
+            hasher: RandomState::new(),
+            budget: self.budget.clone(),
+        }));
         buckets.insert(identifier.to_string(), bucket.clone());
         Ok(bucket)
     }
@@ -134,65 +145,99 @@ impl std::ops::Deref for Bucket {
     }
 }
 
-/// The keys and values of one bucket.
+/// Where a key sits in its bucket: its hash first, then the key itself
+/// (which orders, and tells apart, keys of one hash).
+type Slot = (u64, String);
+
+/// The keys and values of one bucket, in (hash, key) order.
+///
+/// Why ordered by hash: `list-keys` must page through a bucket that other
+/// connections keep changing, without holding the lock across the whole
+/// walk or copying the whole key set per page. A page is the keys from the
+/// cursor's hash on, read under the lock in O(log n + page); the next
+/// cursor is the hash of the first key not returned. A key's hash never
+/// changes while it is stored, so a walk from `None` to a `None` cursor
+/// returns every key present for the whole walk exactly once (a page never
+/// ends inside one hash's keys, so none repeats), whatever is inserted or
+/// deleted meanwhile; keys inserted or deleted during the walk may or may
+/// not appear. Any u64 is a valid cursor: a random one starts at a random
+/// place (the RESP guest's RANDOMKEY). The hasher is keyed at random per
+/// bucket, so a client cannot choose keys that pile onto one hash.
 pub(crate) struct BucketData {
-    data: Mutex<HashMap<String, Vec<u8>>>,
+    data: Mutex<BTreeMap<Slot, Vec<u8>>>,
+    hasher: RandomState,
     budget: Arc<Budget>,
 }
 
 impl BucketData {
-    fn data(&self) -> MutexGuard<'_, HashMap<String, Vec<u8>>> {
+    fn data(&self) -> MutexGuard<'_, BTreeMap<Slot, Vec<u8>>> {
         self.data.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn get(&self, key: &str) -> Option<Vec<u8>> {
-        self.data().get(key).cloned()
+    fn slot(&self, key: String) -> Slot {
+        (self.hasher.hash_one(key.as_str()), key)
+    }
+
+    pub(crate) fn get(&self, key: String) -> Option<Vec<u8>> {
+        let slot = self.slot(key);
+        self.data().get(&slot).cloned()
     }
 
     /// Stores `value` at `key` if the budget has room for the difference.
     pub(crate) fn set(&self, key: String, value: Vec<u8>) -> Result<(), Error> {
-        self.put(&mut self.data(), key, value)
+        let slot = self.slot(key);
+        self.put(&mut self.data(), slot, value)
     }
 
     /// Inserts into `data` (this bucket's map, locked by the caller) if the
     /// budget has room for what the insert adds.
-    fn put(&self, data: &mut HashMap<String, Vec<u8>>, key: String, value: Vec<u8>) -> Result<(), Error> {
-        let new = cost(&key, &value);
-        match data.get(&key).map(|old| cost(&key, old)) {
+    fn put(&self, data: &mut BTreeMap<Slot, Vec<u8>>, slot: Slot, value: Vec<u8>) -> Result<(), Error> {
+        let new = cost(&slot.1, &value);
+        match data.get(&slot).map(|old| cost(&slot.1, old)) {
             None => self.budget.reserve(new, true)?,
             Some(old) if new > old => self.budget.reserve(new - old, false)?,
             Some(old) => self.budget.release(old - new, false),
         }
-        data.insert(key, value);
+        data.insert(slot, value);
         Ok(())
     }
 
-    pub(crate) fn delete(&self, key: &str) {
-        if let Some(old) = self.data().remove(key) {
-            self.budget.release(cost(key, &old), true);
+    pub(crate) fn delete(&self, key: String) {
+        let slot = self.slot(key);
+        if let Some(old) = self.data().remove(&slot) {
+            self.budget.release(cost(&slot.1, &old), true);
         }
     }
 
-    pub(crate) fn exists(&self, key: &str) -> bool {
-        self.data().contains_key(key)
+    pub(crate) fn exists(&self, key: String) -> bool {
+        let slot = self.slot(key);
+        self.data().contains_key(&slot)
     }
 
-    /// Keys in pages; the cursor is an offset into the sorted key list.
+    /// One page of keys: those from the cursor's hash on (`None`: from the
+    /// start), and the cursor of the next page (`None`: this was the last).
+    /// See the type's doc for what a walk guarantees.
     pub(crate) fn list_keys(&self, cursor: Option<u64>) -> KeyResponse {
-        let mut keys: Vec<String> = self.data().keys().cloned().collect();
-        keys.sort_unstable();
-        let start = (cursor.unwrap_or(0) as usize).min(keys.len());
-        let end = (start + PAGE).min(keys.len());
-        let next = (end < keys.len()).then_some(end as u64);
-        KeyResponse { keys: keys.drain(start..end).collect(), cursor: next }
+        let data = self.data();
+        let mut keys = Vec::with_capacity(PAGE.min(data.len()));
+        let mut last = None;
+        for ((hash, key), _) in data.range((cursor.unwrap_or(0), String::new())..) {
+            if keys.len() >= PAGE && last != Some(*hash) {
+                return KeyResponse { keys, cursor: Some(*hash) };
+            }
+            keys.push(key.clone());
+            last = Some(*hash);
+        }
+        KeyResponse { keys, cursor: None }
     }
 
     /// Adds `delta` to the decimal integer at `key` (absent: 0), atomically.
     /// Value and delta are signed 64-bit two's complement, so a handler can
     /// decrement; the result is returned as its u64 bit pattern.
     pub(crate) fn increment(&self, key: String, delta: u64) -> Result<u64, Error> {
+        let slot = self.slot(key);
         let mut data = self.data();
-        let current = match data.get(&key) {
+        let current = match data.get(&slot) {
             None => 0,
             Some(bytes) => std::str::from_utf8(bytes)
                 .ok()
@@ -202,7 +247,7 @@ impl BucketData {
         let next = current
             .checked_add(delta as i64)
             .ok_or_else(|| Error::Other("increment or decrement would overflow".into()))?;
-        self.put(&mut data, key, next.to_string().into_bytes())?;
+        self.put(&mut data, slot, next.to_string().into_bytes())?;
         Ok(next as u64)
     }
 }
@@ -249,7 +294,7 @@ impl wit::Host for Client {
 
 impl wit::HostBucket for Client {
     fn get(&mut self, bucket: Resource<wit::Bucket>, key: String) -> Result<Option<Vec<u8>>, Error> {
-        Ok(self.bucket(&bucket)?.get(&key))
+        Ok(self.bucket(&bucket)?.get(key))
     }
 
     fn set(&mut self, bucket: Resource<wit::Bucket>, key: String, value: Vec<u8>) -> Result<(), Error> {
@@ -257,12 +302,12 @@ impl wit::HostBucket for Client {
     }
 
     fn delete(&mut self, bucket: Resource<wit::Bucket>, key: String) -> Result<(), Error> {
-        self.bucket(&bucket)?.delete(&key);
+        self.bucket(&bucket)?.delete(key);
         Ok(())
     }
 
     fn exists(&mut self, bucket: Resource<wit::Bucket>, key: String) -> Result<bool, Error> {
-        Ok(self.bucket(&bucket)?.exists(&key))
+        Ok(self.bucket(&bucket)?.exists(key))
     }
 
     fn list_keys(&mut self, bucket: Resource<wit::Bucket>, cursor: Option<u64>) -> Result<KeyResponse, Error> {
@@ -297,12 +342,12 @@ mod tests {
         let a = store.open("").unwrap();
         let b = store.open("").unwrap();
         a.set("k".into(), b"v".to_vec()).unwrap();
-        assert_eq!(b.get("k"), Some(b"v".to_vec()));
+        assert_eq!(b.get("k".into()), Some(b"v".to_vec()));
         assert_eq!(a.increment("n".into(), 5).ok(), Some(5));
         assert_eq!(b.increment("n".into(), (-7i64) as u64).ok().map(|v| v as i64), Some(-2));
-        assert_eq!(a.get("n"), Some(b"-2".to_vec()));
+        assert_eq!(a.get("n".into()), Some(b"-2".to_vec()));
         assert!(a.increment("k".into(), 1).is_err());
-        assert!(store.open("other").unwrap().get("k").is_none());
+        assert!(store.open("other").unwrap().get("k".into()).is_none());
     }
 
     #[test]
@@ -319,8 +364,8 @@ mod tests {
         let Err(Error::Other(why)) = b.set("c".into(), vec![]) else { panic!("over the key count") };
         assert!(why.contains("kv-max-keys 2"), "{why}");
         assert!(b.increment("c".into(), 1).is_err(), "increment creates keys too");
-        b.delete("a");
-        b.delete("b");
+        b.delete("a".into());
+        b.delete("b".into());
         assert_eq!(store.usage(), Usage { bytes: 0, max_bytes: 1000 + ENTRY_OVERHEAD, keys: 0, max_keys: 2 });
         for i in 1..MAX_BUCKETS {
             store.open(&i.to_string()).unwrap();
@@ -352,5 +397,52 @@ mod tests {
         let second = b.list_keys(first.cursor);
         assert_eq!(second.keys.len(), 500);
         assert_eq!(second.cursor, None);
+        let mut all: Vec<String> = first.keys.into_iter().chain(second.keys).collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 1500, "every key once");
+    }
+
+    #[test]
+    fn a_walk_returns_every_key_that_stays_once_while_others_come_and_go() {
+        let b = store().open("").unwrap();
+        for i in 0..3000 {
+            b.set(format!("stay{i}"), vec![]).unwrap();
+            b.set(format!("go{i}"), vec![]).unwrap();
+        }
+        let (mut seen, mut cursor, mut pages) = (Vec::new(), None, 0);
+        loop {
+            let page = b.list_keys(cursor);
+            assert!(page.keys.len() <= PAGE + 1, "a page is bounded");
+            seen.extend(page.keys);
+            // Between pages, other connections delete and insert.
+            for i in 0..300 {
+                b.delete(format!("go{}", pages * 300 + i));
+                b.set(format!("new{pages}-{i}"), vec![]).unwrap();
+            }
+            pages += 1;
+            cursor = page.cursor;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        let stays: Vec<&String> = seen.iter().filter(|k| k.starts_with("stay")).collect();
+        assert_eq!(stays.len(), 3000, "every key that stayed, none twice");
+        let mut unique = seen.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), seen.len(), "no key repeats");
+    }
+
+    #[test]
+    fn any_cursor_is_a_place_to_start() {
+        let b = store().open("").unwrap();
+        for i in 0..10 {
+            b.set(format!("k{i}"), vec![]).unwrap();
+        }
+        let from_middle = b.list_keys(Some(u64::MAX / 2));
+        assert!(from_middle.keys.len() < 10 && from_middle.cursor.is_none());
+        assert!(b.list_keys(Some(u64::MAX)).keys.len() <= 1);
+        assert_eq!(b.list_keys(Some(0)).keys.len(), 10);
     }
 }
