@@ -66,6 +66,23 @@ plugin = "{guest:echo}"
     assert_eq!(exchange(b, b"alive"), b"alive");
 }
 
+/// With one worker thread the spinning guest is cut at its `cpu-limit`,
+/// within a few epoch ticks, not when tokio's timer next runs (every 61
+/// polls of a task that yields at each 10 ms tick: 610 ms). Measured by the
+/// guest's own clock, which only runs while the guest does, so a loaded
+/// machine makes it smaller, never larger.
+#[test]
+fn cpu_limit_holds_with_one_worker() {
+    let pier = Pier::serve("misbehave", &["--workers", "1", "--cpu-limit", "100ms"]);
+    let mut s = connect(pier.addr());
+    s.write_all(b"spin\n").unwrap();
+    assert_eq!(read_to_eof(&mut s), b"", "cut without an answer");
+    let log = pier.wait_for_log("reason=cpu-limit");
+    let ran: u64 =
+        log.lines().filter_map(|l| l.split("spun ").nth(1)?.strip_suffix(" ms")?.parse().ok()).max().unwrap_or(0);
+    assert!(ran < 400, "a 100 ms cpu-limit let the guest run {ran} ms");
+}
+
 #[test]
 fn traps_end_only_their_connection_with_their_reason() {
     let pier = Pier::serve("misbehave", &["--memory-limit", "8MiB"]);

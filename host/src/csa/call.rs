@@ -69,20 +69,29 @@ pub(super) async fn call(
     // Armed only when the call does not end in its first poll (it yielded
     // at an epoch tick, or waits on the host): most calls never need one.
     let mut timer: Option<Pin<Box<Sleep>>> = None;
+    let deadline = started + clock.limit;
     let outcome = std::future::poll_fn(|cx| {
         let polled = Instant::now();
         let result = fut.as_mut().poll(cx);
-        clock.used += polled.elapsed();
+        let now = Instant::now();
+        clock.used += now - polled;
         if let Poll::Ready(r) = result {
             return Poll::Ready(r.map_err(|trap| trap_reason(&trap)));
         }
         if clock.used > clock.budget {
             return Poll::Ready(Err(ShutdownReason::CpuBudget));
         }
+        // A guest that runs yields at every epoch tick and is polled again
+        // at once, so tokio's timer (which fires only when a worker parks,
+        // or every 61 polls) would see the deadline late: look at the clock.
+        if now >= deadline {
+            return Poll::Ready(Err(ShutdownReason::CpuLimit));
+        }
         if doorbell.poll_abort(cx) {
             return Poll::Ready(Err(ShutdownReason::ServerShutdown));
         }
-        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(started + clock.limit)));
+        // For a call waiting on the host, which is not polled meanwhile.
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         timer.as_mut().poll(cx).map(|()| Err(ShutdownReason::CpuLimit))
     })
     .await;

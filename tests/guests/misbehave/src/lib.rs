@@ -1,7 +1,8 @@
 //! Misbehaves on command, to prove that only its own connection pays. The
 //! first line the peer sends is the command:
 //!
-//! - `spin`: log `spinning`, then loop forever;
+//! - `spin`: log `spinning`, then loop forever, logging `spun N ms` every
+//!   50 ms of its own clock;
 //! - `oom`: allocate until the memory limit stops it;
 //! - `panic`: panic (a trap);
 //! - `overflow`: recurse until the stack is exhausted;
@@ -48,9 +49,15 @@ fn run(command: &str) {
     match verb {
         "spin" => {
             eprintln!("spinning");
-            let mut n = 0u64;
+            let start = std::time::Instant::now();
+            let mut logged = 0;
             loop {
-                n = black_box(n.wrapping_add(1));
+                let ran = start.elapsed().as_millis();
+                if ran >= logged + 50 {
+                    logged = ran - ran % 50;
+                    eprintln!("spun {logged} ms");
+                }
+                black_box(ran);
             }
         }
         "oom" => {
