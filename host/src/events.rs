@@ -84,21 +84,50 @@ impl ShutdownReason {
     }
 }
 
+/// Every [`ShutdownReason::kind`], in a fixed order (the metrics' `reason`
+/// label values).
+pub const REASON_KINDS: [&str; 12] = [
+    "peer-closed",
+    "peer-reset",
+    "idle-timeout",
+    "server-shutdown",
+    "finished",
+    "closed",
+    "socket-error",
+    "trapped",
+    "memory-limit",
+    "cpu-limit",
+    "cpu-budget",
+    "instantiate-failed",
+];
+
+impl ShutdownReason {
+    /// The reason without its text: what the logs' `reason=` starts with.
+    pub fn kind(&self) -> &'static str {
+        let i = match self {
+            Self::PeerClosed => 0,
+            Self::PeerReset => 1,
+            Self::IdleTimeout => 2,
+            Self::ServerShutdown => 3,
+            Self::Finished => 4,
+            Self::Closed => 5,
+            Self::SocketError(_) => 6,
+            Self::Trapped(_) => 7,
+            Self::MemoryLimit => 8,
+            Self::CpuLimit => 9,
+            Self::CpuBudget => 10,
+            Self::InstantiateFailed(_) => 11,
+        };
+        REASON_KINDS[i]
+    }
+}
+
 impl fmt::Display for ShutdownReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.kind())?;
         match self {
-            Self::PeerClosed => f.write_str("peer-closed"),
-            Self::PeerReset => f.write_str("peer-reset"),
-            Self::IdleTimeout => f.write_str("idle-timeout"),
-            Self::ServerShutdown => f.write_str("server-shutdown"),
-            Self::Finished => f.write_str("finished"),
-            Self::Closed => f.write_str("closed"),
-            Self::SocketError(e) => write!(f, "socket-error: {e}"),
-            Self::Trapped(e) => write!(f, "trapped: {e}"),
-            Self::MemoryLimit => f.write_str("memory-limit"),
-            Self::CpuLimit => f.write_str("cpu-limit"),
-            Self::CpuBudget => f.write_str("cpu-budget"),
-            Self::InstantiateFailed(e) => write!(f, "instantiate-failed: {e}"),
+            Self::SocketError(e) | Self::Trapped(e) | Self::InstantiateFailed(e) => write!(f, ": {e}"),
+            _ => Ok(()),
         }
     }
 }

@@ -55,12 +55,14 @@ pub mod events;
 pub mod footprint;
 mod listener;
 pub mod measure;
+mod metrics;
 mod os_limits;
 pub mod outbox;
 mod sandbox;
 mod server;
 mod services;
 mod shutdown;
+mod stats;
 mod tenant;
 
 pub use check::{check, check_config};

@@ -124,7 +124,9 @@ pub(crate) async fn accept_loop(
         tasks.spawn(
             async move {
                 let (id, listener) = (conn.id, tenant.name.clone());
+                let stats = tenant.stats.clone();
                 let reason = csa::serve(conn, tenant, stop).await;
+                stats.ended(&reason);
                 if reason.instance_failed() {
                     warn!(%reason, "handler failed; connection closed");
                 } else {

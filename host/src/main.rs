@@ -74,9 +74,11 @@ fn print(text: String) {
 
 /// The `listening` lines scripts wait for. A closed stdout (`pier serve |
 /// head -1`) loses them, not the server.
-fn announce(addrs: &[(std::sync::Arc<str>, std::net::SocketAddr)]) {
+fn announce(metrics: Option<std::net::SocketAddr>, addrs: &[(std::sync::Arc<str>, std::net::SocketAddr)]) {
     let mut stdout = std::io::stdout().lock();
-    let written = addrs.iter().try_for_each(|(name, addr)| writeln!(stdout, "listening {name} {addr}"));
+    let metrics = metrics.map_or(Ok(()), |addr| writeln!(stdout, "metrics {addr}"));
+    let written =
+        metrics.and_then(|()| addrs.iter().try_for_each(|(name, addr)| writeln!(stdout, "listening {name} {addr}")));
     if let Err(e) = written.and_then(|()| stdout.flush()) {
         tracing::warn!(error = %e, "stdout is closed: the `listening` lines were not written (the log has them)");
     }
@@ -96,7 +98,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // Install the handlers before announcing the ports, so a signal sent
         // as soon as a script sees `listening` is never the default (fatal).
         let mut signals = Signals::new()?;
-        announce(&server.local_addrs());
+        announce(server.metrics_addr(), &server.local_addrs());
         let stop = server.shutdown_handle();
         tokio::spawn(async move {
             signals.next().await;

@@ -4,6 +4,7 @@
 use crate::config::ServerConfig;
 use crate::events::{Events, ServerEvent};
 use crate::listener;
+use crate::metrics;
 use crate::os_limits;
 use crate::sandbox::engine::{self, PoolSize};
 use crate::shutdown::Stop;
@@ -20,6 +21,7 @@ use tracing::{info, warn};
 /// A pier server with every listener bound, ready to [`run`](Self::run).
 pub struct Server {
     listeners: Vec<(TcpListener, Arc<Tenant>, SocketAddr)>,
+    metrics: Option<(TcpListener, SocketAddr)>,
     events: Events,
     stop: Stop,
     grace: Duration,
@@ -51,7 +53,16 @@ impl Server {
             info!(listener = &*tenant.name, %addr, plugin = %tenant.config.plugin.display(), "listening");
             listeners.push((socket, tenant, addr));
         }
-        Ok(Self { listeners, events: Events::new(), stop: Stop::default(), grace: config.grace })
+        let metrics = match config.metrics {
+            Some(addr) => Some(bind_metrics(addr).await?),
+            None => None,
+        };
+        Ok(Self { listeners, metrics, events: Events::new(), stop: Stop::default(), grace: config.grace })
+    }
+
+    /// Where `/metrics` is served, if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, addr)| *addr)
     }
 
     /// Each listener's name and bound address, in configuration order.
@@ -73,6 +84,10 @@ impl Server {
     /// open when the grace period ends are closed.
     pub async fn run(self) -> anyhow::Result<()> {
         let tasks = TaskTracker::new();
+        let tenants = self.listeners.iter().map(|(_, tenant, _)| tenant.clone()).collect();
+        let metrics = self
+            .metrics
+            .map(|(socket, _)| AbortOnDrop(tokio::spawn(metrics::serve(socket, tenants, self.stop.token.clone()))));
         for (socket, tenant, _) in self.listeners {
             tasks.spawn(listener::accept_loop(socket, tenant, self.events.clone(), self.stop.clone(), tasks.clone()));
         }
@@ -85,8 +100,29 @@ impl Server {
             self.stop.abort_connections();
             tasks.wait().await;
         }
+        drop(metrics);
         info!("server stopped");
         Ok(())
+    }
+}
+
+/// Binds the metrics address, naming it if that fails.
+async fn bind_metrics(addr: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let socket = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("metrics address {addr}: {e}; give another --metrics address (or port 0)"))?;
+    let local = socket.local_addr()?;
+    info!(addr = %local, "metrics at /metrics, health at /healthz");
+    Ok((socket, local))
+}
+
+/// Ends the task it holds when dropped (the metrics endpoint, with the
+/// server).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

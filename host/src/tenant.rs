@@ -10,6 +10,7 @@ use crate::sandbox::state::{Peer, Services};
 use crate::sandbox::{HostState, plugin};
 use crate::services::backplane::{self, Backplane, Subscriber};
 use crate::services::{config, keyvalue, limits};
+use crate::stats::ListenerStats;
 use anyhow::Context;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -24,8 +25,16 @@ pub(crate) struct Tenant {
     settings: Arc<BTreeMap<String, String>>,
     backplane: Arc<Backplane>,
     /// What this listener's connections' backplane mailboxes may hold.
-    mail_budget: Arc<backplane::Budget>,
-    store: Arc<keyvalue::Store>,
+    pub(crate) mail_budget: Arc<backplane::Budget>,
+    pub(crate) store: Arc<keyvalue::Store>,
+    /// What its connections did, for the metrics.
+    pub(crate) stats: Arc<ListenerStats>,
+}
+
+impl std::fmt::Debug for Tenant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tenant").field("name", &self.name).finish_non_exhaustive()
+    }
 }
 
 impl Tenant {
@@ -48,6 +57,7 @@ impl Tenant {
                 backplane: backplane.clone(),
                 mail_budget: Arc::new(backplane::Budget::new(l.backplane_max_bytes)),
                 store: Arc::new(keyvalue::Store::new(keyvalue::Budget::new(l.kv_max_bytes, l.kv_max_keys))),
+                stats: Arc::default(),
             }));
         }
         Ok(tenants)

@@ -34,6 +34,8 @@ pub fn pier_bin() -> PathBuf {
 pub struct Pier {
     child: Child,
     pub addrs: Vec<(String, SocketAddr)>,
+    /// The `metrics` line's address, with `--metrics`.
+    pub metrics: Option<SocketAddr>,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -74,7 +76,7 @@ impl Pier {
                 }
             }
         });
-        let mut pier = Pier { child, addrs: Vec::new(), stderr };
+        let mut pier = Pier { child, addrs: Vec::new(), metrics: None, stderr };
         let deadline = Instant::now() + STEP;
         while pier.addrs.len() < listeners {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -83,6 +85,10 @@ impl Pier {
                 Err(_) => panic!("pier printed no `listening` line in time; stderr:\n{}", pier.stderr()),
             };
             let parts: Vec<&str> = line.split_whitespace().collect();
+            if let ["metrics", addr] = parts[..] {
+                pier.metrics = Some(addr.parse().expect("metrics address"));
+                continue;
+            }
             assert_eq!(parts.len(), 3, "unexpected stdout line `{line}`");
             assert_eq!(parts[0], "listening", "unexpected stdout line `{line}`");
             pier.addrs.push((parts[1].to_string(), parts[2].parse().expect("listening address")));

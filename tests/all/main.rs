@@ -14,6 +14,7 @@ mod hostile;
 mod http;
 mod layout;
 mod limits;
+mod metrics;
 mod options;
 mod resp;
 mod resp_conformance;

@@ -161,6 +161,8 @@ pub struct ServerConfig {
     /// Worker threads of the runtime `pier serve` builds (None: one per
     /// core). A program that embeds pier runs it on its own runtime.
     pub workers: Option<usize>,
+    /// Where to serve `/metrics` and `/healthz` (None: nowhere).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Most worker threads `workers` may ask for.
@@ -168,7 +170,7 @@ pub const MAX_WORKERS: usize = 1024;
 
 impl ServerConfig {
     pub fn new(listeners: Vec<ListenerConfig>) -> Self {
-        Self { listeners, grace: Duration::from_secs(5), workers: None }
+        Self { listeners, grace: Duration::from_secs(5), workers: None, metrics: None }
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {

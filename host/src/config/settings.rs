@@ -109,6 +109,10 @@ pub struct Settings {
     /// Worker threads serving all listeners (default: one per core).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    /// Serve Prometheus metrics (`GET /metrics`) and `GET /healthz` on this
+    /// address.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// The `[[listener]]` tables.
     #[arg(skip)]
     #[serde(default)]
@@ -132,6 +136,9 @@ impl Settings {
         }
         if self.workers.is_some() {
             config.workers = self.workers;
+        }
+        if self.metrics.is_some() {
+            config.metrics = self.metrics;
         }
     }
 }

@@ -52,6 +52,7 @@ pub(crate) struct Accepted {
 pub(crate) async fn serve(conn: Accepted, tenant: Arc<Tenant>, stop: Stop) -> ShutdownReason {
     let Accepted { stream, id, peer, local, link } = conn;
     let _registration = stop.register(id, &link);
+    let _counted = tenant.stats.connect(id, &link);
     let subscriber = tenant.subscriber();
     // Boxed: instantiation is done before the connection idles, and its
     // state would otherwise enlarge every live connection's task.
@@ -245,6 +246,7 @@ impl Csa {
             }
             SocketIo::Read(Ok((buf, n))) => {
                 self.last_activity = Instant::now();
+                self.link.received.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                 self.deliver(Inbox::Data(&buf.0[..n])).await
             }
             SocketIo::Read(Err(e)) | SocketIo::Writable(Err(e)) => Err(io_reason(&e)),

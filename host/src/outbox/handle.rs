@@ -4,12 +4,15 @@
 
 use super::doorbell::{Doorbell, RING};
 use super::{Outbox, SendError};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// One connection's outbox and doorbell.
 #[derive(Debug)]
 pub(crate) struct Link {
     outbox: Mutex<Outbox>,
+    /// Bytes read from the peer, counted by the connection's task alone.
+    pub(crate) received: AtomicU64,
     /// Wakes the connection's task when someone other than its guest changed
     /// the outbox (an embedder's send, finish or close), or the server is
     /// shutting down.
@@ -18,7 +21,11 @@ pub(crate) struct Link {
 
 impl Link {
     pub(crate) fn new(high_water: usize, low_water: usize) -> Arc<Self> {
-        Arc::new(Self { outbox: Mutex::new(Outbox::new(high_water, low_water)), doorbell: Doorbell::default() })
+        Arc::new(Self {
+            outbox: Mutex::new(Outbox::new(high_water, low_water)),
+            received: AtomicU64::new(0),
+            doorbell: Doorbell::default(),
+        })
     }
 
     /// The outbox, even if a panicking thread poisoned the lock: its state is

@@ -57,6 +57,8 @@ pub(crate) struct Outbox {
     /// Bytes went to the socket straight from a `send` since the CSA last
     /// looked (it counts them as activity for the idle timeout).
     pub(crate) wrote_directly: bool,
+    /// Bytes written to the socket, in all.
+    pub(crate) sent: u64,
 }
 
 /// Most chunks handed to one `writev`.
@@ -74,6 +76,7 @@ impl Outbox {
             reading_paused: false,
             blocked: false,
             wrote_directly: false,
+            sent: 0,
         }
     }
 
@@ -95,6 +98,7 @@ impl Outbox {
         {
             rest = &rest[n..];
             self.wrote_directly |= n > 0;
+            self.sent += n as u64;
         }
         self.push(rest.to_vec());
         Ok(())
@@ -182,6 +186,7 @@ impl Outbox {
                 Err(e) => return Err(e),
             };
             total += written;
+            self.sent += written as u64;
             self.consume(written);
         }
         Ok(total)

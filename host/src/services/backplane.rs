@@ -79,6 +79,15 @@ impl Budget {
             .is_ok()
     }
 
+    /// Undelivered bytes held against the budget now.
+    pub(crate) fn used(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
     fn release(&self, n: usize) {
         self.bytes.fetch_sub(n, Ordering::AcqRel);
     }

@@ -1,0 +1,221 @@
+//! The metrics endpoint (`--metrics HOST:PORT`): `GET /metrics` in the
+//! Prometheus text format, made by `prometheus-client` from each listener's
+//! counters at the moment of the scrape, and `GET /healthz` (200 while
+//! serving, 503 once draining).
+
+use crate::stats::Snapshot;
+use crate::tenant::Tenant;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode, body::Incoming, header};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// Scrapers served at once; more wait in the backlog.
+const MAX_SCRAPERS: usize = 16;
+/// How long a scraper may take to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The wasmtime pier runs on (host/Cargo.toml pins it; a test checks).
+pub const WASMTIME_VERSION: &str = "48.0.8";
+
+/// Every listener's counters, read at each scrape.
+#[derive(Debug)]
+struct Listeners(Vec<Arc<Tenant>>);
+
+/// What one scrape reads of one listener.
+struct Reading {
+    name: Arc<str>,
+    stats: Snapshot,
+    kv: crate::services::keyvalue::Usage,
+    mail_bytes: u64,
+    mail_max: u64,
+}
+
+impl Collector for Listeners {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let readings: Vec<Reading> = self
+            .0
+            .iter()
+            .map(|t| Reading {
+                name: t.name.clone(),
+                stats: t.stats.snapshot(),
+                kv: t.store.usage(),
+                mail_bytes: t.mail_budget.used() as u64,
+                mail_max: t.mail_budget.max() as u64,
+            })
+            .collect();
+        type Pick = fn(&Reading) -> u64;
+        let counters: [(&str, &str, Pick); 3] = [
+            ("pier_connections_accepted", "Connections accepted.", |r| r.stats.accepted),
+            ("pier_received_bytes", "Bytes read from peers.", |r| r.stats.received_bytes),
+            ("pier_sent_bytes", "Bytes written to peers.", |r| r.stats.sent_bytes),
+        ];
+        for (name, help, pick) in counters {
+            let mut metric = encoder.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
+            for r in &readings {
+                ConstCounter::new(pick(r)).encode(metric.encode_family(&[("listener", &*r.name)])?)?;
+            }
+        }
+        let gauges: [(&str, &str, Pick); 7] = [
+            ("pier_connections_open", "Connections open now.", |r| r.stats.open),
+            ("pier_kv_bytes", "Bytes the listener's key-value store holds, as kv-max-bytes counts them.", |r| {
+                r.kv.bytes
+            }),
+            ("pier_kv_max_bytes", "The listener's kv-max-bytes.", |r| r.kv.max_bytes),
+            ("pier_kv_keys", "Keys in the listener's key-value store.", |r| r.kv.keys),
+            ("pier_kv_max_keys", "The listener's kv-max-keys.", |r| r.kv.max_keys),
+            ("pier_backplane_undelivered_bytes", "Backplane bytes waiting in the listener's mailboxes.", |r| {
+                r.mail_bytes
+            }),
+            ("pier_backplane_max_bytes", "The listener's backplane-max-bytes.", |r| r.mail_max),
+        ];
+        for (name, help, pick) in gauges {
+            let mut metric = encoder.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())?;
+            for r in &readings {
+                let value = i64::try_from(pick(r)).unwrap_or(i64::MAX);
+                ConstGauge::new(value).encode(metric.encode_family(&[("listener", &*r.name)])?)?;
+            }
+        }
+        let mut ends = encoder.encode_descriptor(
+            "pier_connection_ends",
+            "Connections ended, by reason (the shutdown-csa reasons, traps and limits).",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for r in &readings {
+            for &(reason, n) in &r.stats.ends {
+                let labels = [("listener", &*r.name), ("reason", reason)];
+                ConstCounter::new(n).encode(ends.encode_family(&labels)?)?;
+            }
+        }
+        let mut info = encoder.encode_descriptor(
+            "pier_build_info",
+            "The pier and wasmtime versions of this process.",
+            None,
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        let labels = [("version", env!("CARGO_PKG_VERSION")), ("wasmtime", WASMTIME_VERSION)];
+        ConstGauge::new(1i64).encode(info.encode_family(&labels)?)?;
+        Ok(())
+    }
+}
+
+/// The OpenMetrics text of a scrape.
+pub(crate) fn render(tenants: &[Arc<Tenant>]) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Listeners(tenants.to_vec())));
+    let mut text = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+    text
+}
+
+/// OpenMetrics text as the Prometheus text format (0.0.4) has it, for
+/// scrapers that do not ask for OpenMetrics (`promtool`, `curl`): a
+/// counter's HELP and TYPE lines name its `_total` samples, and there is
+/// no `# EOF`.
+fn prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> =
+        openmetrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
+    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
+    for line in openmetrics.lines().filter(|&l| l != "# EOF") {
+        let named = ["# HELP ", "# TYPE "].iter().find_map(|p| Some((*p, line.strip_prefix(p)?)));
+        match named {
+            Some((prefix, rest)) if counters.contains(rest.split(' ').next().unwrap_or("")) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(&format!("{prefix}{name}_total {tail}\n"));
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// Serves the endpoint until the process ends; `draining` turns
+/// `/healthz` to 503.
+pub(crate) async fn serve(socket: TcpListener, tenants: Vec<Arc<Tenant>>, draining: CancellationToken) {
+    let tenants: Arc<[Arc<Tenant>]> = tenants.into();
+    let slots = Arc::new(Semaphore::new(MAX_SCRAPERS));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let stream = match socket.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                warn!(error = %e, "metrics: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (tenants, draining) = (tenants.clone(), draining.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let reply = respond(&req, &tenants, draining.is_cancelled());
+                async move { Ok::<_, std::convert::Infallible>(reply) }
+            });
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
+                debug!(error = %e, "metrics: connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+fn wants_openmetrics(req: &Request<Incoming>) -> bool {
+    req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("openmetrics"))
+}
+
+fn respond(req: &Request<Incoming>, tenants: &[Arc<Tenant>], draining: bool) -> Response<Full<Bytes>> {
+    let (status, kind, body) = match (req.method(), req.uri().path()) {
+        (&hyper::Method::GET, "/metrics") if wants_openmetrics(req) => {
+            (StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", render(tenants))
+        }
+        (&hyper::Method::GET, "/metrics") => {
+            (StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", prometheus_text(&render(tenants)))
+        }
+        (&hyper::Method::GET, "/healthz") if draining => {
+            (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n".into())
+        }
+        (&hyper::Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".into()),
+        (&hyper::Method::GET, _) => (StatusCode::NOT_FOUND, "text/plain", "try /metrics or /healthz\n".into()),
+        _ => (StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into()),
+    };
+    let mut reply = Response::new(Full::new(Bytes::from(body)));
+    *reply.status_mut() = status;
+    reply.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(kind));
+    reply
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_named_by_their_samples_in_the_prometheus_format() {
+        let om = "# HELP a_bytes Bytes.\n# TYPE a_bytes counter\na_bytes_total{l=\"x\"} 3\n\
+                  # HELP b Open.\n# TYPE b gauge\nb 1\n# EOF\n";
+        assert_eq!(
+            prometheus_text(om),
+            "# HELP a_bytes_total Bytes.\n# TYPE a_bytes_total counter\na_bytes_total{l=\"x\"} 3\n\
+             # HELP b Open.\n# TYPE b gauge\nb 1\n"
+        );
+    }
+}

@@ -1,0 +1,156 @@
+//! `--metrics`: what an operator scrapes, checked with `curl` and `promtool`
+//! against what the test did.
+
+use crate::common::*;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+/// `curl -s URL` with headers `-H` given, its body; panics if curl fails.
+fn curl(url: &str, headers: &[&str]) -> String {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "--max-time", "10", url]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd.output().expect("curl (`make setup` installs it)");
+    assert!(out.status.success(), "curl {url}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `curl`'s status code for `url`.
+fn status(url: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", url])
+        .output()
+        .expect("curl");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// One sample's value: `name{labels}` exactly as the text has it.
+fn sample(text: &str, series: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn scrape(addr: SocketAddr) -> String {
+    curl(&format!("http://{addr}/metrics"), &[])
+}
+
+/// Scrapes until `series` reads `want`, at most `STEP`; returns the text.
+fn scrape_until(addr: SocketAddr, series: &str, want: u64) -> String {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let text = scrape(addr);
+        if sample(&text, series) == Some(want) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{series} never read {want}:\n{text}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Three echo connections opened and closed read as accepted 3, open 0,
+/// three `peer-closed` ends and their bytes; a live one as open 1 with its
+/// bytes counted before it ends; `promtool check metrics` accepts the text.
+#[test]
+fn a_scrape_counts_what_the_connections_did_and_promtool_accepts_it() {
+    let pier = Pier::serve("echo", &["--metrics", "127.0.0.1:0"]);
+    let metrics = pier.metrics.expect("a metrics line");
+    for _ in 0..3 {
+        assert_eq!(exchange(pier.addr(), b"hello\n"), b"hello\n");
+    }
+    let text = scrape_until(metrics, "pier_connection_ends_total{listener=\"main\",reason=\"peer-closed\"}", 3);
+    assert_eq!(sample(&text, "pier_connections_accepted_total{listener=\"main\"}"), Some(3), "{text}");
+    assert_eq!(sample(&text, "pier_connections_open{listener=\"main\"}"), Some(0), "{text}");
+    assert_eq!(sample(&text, "pier_received_bytes_total{listener=\"main\"}"), Some(18), "{text}");
+    assert_eq!(sample(&text, "pier_sent_bytes_total{listener=\"main\"}"), Some(18), "{text}");
+    assert_eq!(sample(&text, "pier_connection_ends_total{listener=\"main\",reason=\"cpu-limit\"}"), Some(0));
+    assert!(text.contains("pier_build_info{version=\""), "{text}");
+    // A live connection's bytes count before it ends.
+    let mut live = connect(pier.addr());
+    live.write_all(&[b'x'; 1000]).unwrap();
+    assert_eq!(read_n(&mut live, 1000).len(), 1000);
+    let text = scrape_until(metrics, "pier_received_bytes_total{listener=\"main\"}", 1018);
+    assert_eq!(sample(&text, "pier_connections_open{listener=\"main\"}"), Some(1), "{text}");
+    assert_eq!(sample(&text, "pier_sent_bytes_total{listener=\"main\"}"), Some(1018), "{text}");
+
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (`make setup` installs the prometheus package)");
+    promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Asked for OpenMetrics, the same numbers in that format.
+    let om = curl(&format!("http://{metrics}/metrics"), &["Accept: application/openmetrics-text"]);
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    assert!(om.contains("# TYPE pier_connections_accepted counter"), "{om}");
+}
+
+/// Each listener has its own series, and a trap is counted by its kind.
+#[test]
+fn every_listener_counts_its_own_ends_by_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_file(
+        dir.path(),
+        "metrics = \"127.0.0.1:0\"\n\
+         [[listener]]\nname = \"calm\"\nlisten = \"127.0.0.1:0\"\nplugin = \"{guest:echo}\"\n\
+         [[listener]]\nname = \"wild\"\nlisten = \"127.0.0.1:0\"\nplugin = \"{guest:misbehave}\"\ncpu-limit = \"50ms\"\n",
+    );
+    let pier = Pier::start(&["--config", &cfg], 2);
+    let metrics = pier.metrics.expect("a metrics line");
+    let mut spin = connect(pier.addrs[1].1);
+    spin.write_all(b"spin\n").unwrap();
+    assert_eq!(read_to_eof(&mut spin), b"");
+    let mut oops = connect(pier.addrs[1].1);
+    oops.write_all(b"panic\n").unwrap();
+    assert_eq!(read_to_eof(&mut oops), b"");
+    assert_eq!(exchange(pier.addrs[0].1, b"calm\n"), b"calm\n");
+    let text = scrape_until(metrics, "pier_connection_ends_total{listener=\"wild\",reason=\"trapped\"}", 1);
+    assert_eq!(sample(&text, "pier_connection_ends_total{listener=\"wild\",reason=\"cpu-limit\"}"), Some(1), "{text}");
+    assert_eq!(sample(&text, "pier_connections_accepted_total{listener=\"wild\"}"), Some(2), "{text}");
+    let text = scrape_until(metrics, "pier_connection_ends_total{listener=\"calm\",reason=\"peer-closed\"}", 1);
+    assert_eq!(sample(&text, "pier_connection_ends_total{listener=\"calm\",reason=\"trapped\"}"), Some(0), "{text}");
+    assert_eq!(sample(&text, "pier_connections_accepted_total{listener=\"calm\"}"), Some(1), "{text}");
+}
+
+/// `/healthz` answers 200 while serving and 503 while draining.
+#[test]
+fn healthz_turns_503_while_the_server_drains() {
+    let pier = Pier::serve("misbehave", &["--metrics", "127.0.0.1:0", "--cpu-limit", "60s", "--grace", "5s"]);
+    let health = format!("http://{}/healthz", pier.metrics.unwrap());
+    assert_eq!(status(&health), "200");
+    assert_eq!(status(&format!("http://{}/nope", pier.metrics.unwrap())), "404");
+    // A call that will not end before the grace period keeps pier draining.
+    let mut spin = connect(pier.addr());
+    spin.write_all(b"spin\n").unwrap();
+    pier.wait_for_log("spinning");
+    pier.signal(libc::SIGTERM);
+    let deadline = Instant::now() + STEP;
+    while status(&health) != "503" {
+        assert!(Instant::now() < deadline, "healthz never said 503 while draining");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A metrics address in use is a one-line error naming it.
+#[test]
+fn a_metrics_address_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let echo = guest("echo");
+    let out = run_pier(&["serve", "--listen", "127.0.0.1:0", "--plugin", echo.to_str().unwrap(), "--metrics", &addr]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("metrics address {addr}")), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
