@@ -14,8 +14,9 @@ BENCH   := target/release/pier-bench
 # `--bins` on build: the guests' cdylibs do not link natively.
 NATIVE   := pier pier-bench pier-guest resp http-server
 # What the tests and benchmarks run besides pier (nc, socat, curl, wrk,
-# redis-cli, redis-benchmark, redis-server); running pier needs none of them.
-TEST_APT := netcat-openbsd socat curl wrk redis-tools redis-server
+# redis-cli, redis-benchmark, redis-server, promtool); running pier needs none
+# of them.
+TEST_APT := netcat-openbsd socat curl wrk redis-tools redis-server prometheus
 # The `wasmtime serve` baseline of `make bench`: the CLI of the host's wasmtime
 # version, built once into target/tools: `run` and `serve` only (serve does not
 # compile without component-model-async), no other tools or proposals; clap's
@@ -79,7 +80,7 @@ bench-tools: setup-run setup-test
 		CARGO_TARGET_DIR=target/tools-build $(CARGO) install --locked wasmtime-cli --version $(WASMTIME_VERSION) \
 			--root target/tools --no-default-features --features run,serve,component-model-async,cranelift,pooling-allocator,clap/default; \
 	fi
-	$(CARGO) build --release --target wasm32-wasip2 -p hello-http
+	$(CARGO) build --release --target wasm32-wasip2 -p hello-http -p hello-http-p3
 
 ## bench-smoke: every scenario for about a second (part of `make test`); writes to
 ## target/bench-smoke so committed results stay as they are; fails without numbers

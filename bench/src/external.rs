@@ -2,8 +2,11 @@
 //! tool against pier and a native peer started in the same run:
 //! the RESP guest vs `redis-server` under `redis-benchmark`, and the HTTP
 //! guest under `wrk` vs a native hyper hello server and vs `wasmtime serve`
-//! running a hello `wasi:http/proxy` component (`bench/hello-http`). Each row
-//! is skipped, with the reason, when its guest or tool is missing.
+//! running a hello component twice: a WASI 0.2 `wasi:http/proxy` one
+//! (`bench/hello-http`, a fresh instance per request) and a WASI 0.3
+//! `wasi:http/service` one (`bench/hello-http-p3`, instances reused: up to
+//! 128 requests, 16 at once, `wasmtime serve`'s strongest configuration).
+//! Each row is skipped, with the reason, when its guest or tool is missing.
 
 use crate::report::Pending;
 use anyhow::{Context, Result, bail};
@@ -212,18 +215,27 @@ fn wrk_rps(addr: SocketAddr, secs: u32) -> Result<f64> {
 }
 
 const HTTP_VS_HYPER: &str = "HTTP guest vs native hyper hello: GET /hello req/s under wrk -t2 -c32 (↑)";
-const HTTP_VS_WASMTIME: &str =
-    "HTTP guest vs `wasmtime serve` hello: GET /hello req/s under wrk -t2 -c32 (↑, goal ≥ 5×)";
+const HTTP_VS_WASMTIME_P2: &str = "HTTP guest vs `wasmtime serve` hello (WASI 0.2, fresh instance per request): \
+     GET /hello req/s under wrk -t2 -c32 (↑, goal ≥ 5×)";
+const HTTP_VS_WASMTIME_P3: &str = "HTTP guest vs `wasmtime serve` hello (WASI 0.3, instances reused): \
+     GET /hello req/s under wrk -t2 -c32 (↑)";
 
-/// How the `wasmtime serve` row starts it, before `--addr` and the component.
-/// `-S cli` also links the wasi:cli interfaces that a Rust std component
-/// imports beyond the proxy world (environment, exit).
-pub const WASMTIME_SERVE_ARGS: [&str; 3] = ["serve", "-S", "cli"];
+/// How the WASI 0.2 `wasmtime serve` row starts it, before `--addr` and the
+/// component. `-S cli` also links the wasi:cli interfaces that a Rust std
+/// component imports beyond the proxy world (environment, exit).
+pub const WASMTIME_SERVE_ARGS: &[&str] = &["serve", "-S", "cli"];
 
-/// The `wasmtime serve` baseline: the CLI and the hello component that
-/// `make bench-tools` builds.
+/// How the WASI 0.3 row starts it: the same, plus the component-model async
+/// ABI that a WASI 0.3 component is built on. Instance reuse is `wasmtime
+/// serve`'s default for such a component (`--max-instance-reuse-count 128`,
+/// `--max-instance-concurrent-reuse-count 16`).
+pub const WASMTIME_SERVE_P3_ARGS: &[&str] = &["serve", "-S", "cli=y", "-Wcomponent-model-async=y"];
+
+/// A `wasmtime serve` baseline: the CLI, how it is started (before `--addr`)
+/// and the hello component that `make bench-tools` builds.
 pub struct WasmtimeServe<'a> {
     pub wasmtime: &'a Path,
+    pub args: &'static [&'static str],
     pub component: &'a Path,
 }
 
@@ -242,24 +254,29 @@ impl WasmtimeServe<'_> {
     }
 }
 
-/// The two HTTP rows: one wrk run against pier's HTTP guest, compared with
-/// a wrk run against the native hyper hello (`pier-bench native-http`) and
-/// one against `wasmtime serve` with the hello component, all back to back
-/// with the same wrk settings. Each baseline is skipped on its own.
-pub fn http_rows(pier: &Path, wasm_dir: &Path, serve: &WasmtimeServe, quick: bool) -> [Pending; 2] {
+/// The three HTTP rows: one wrk run against pier's HTTP guest, compared
+/// with a wrk run against the native hyper hello (`pier-bench native-http`)
+/// and one against `wasmtime serve` with each hello component (`p2`: WASI
+/// 0.2, `p3`: WASI 0.3), all back to back with the same wrk settings. Each
+/// baseline is skipped on its own.
+pub fn http_rows(pier: &Path, wasm_dir: &Path, p2: &WasmtimeServe, p3: &WasmtimeServe, quick: bool) -> [Pending; 3] {
     let secs = if quick { 1 } else { 5 };
-    let rows = |hyper: String, wasmtime: String| {
-        [Pending { scenario: HTTP_VS_HYPER, status: hyper }, Pending { scenario: HTTP_VS_WASMTIME, status: wasmtime }]
+    let rows = |hyper: String, wasmtime_p2: String, wasmtime_p3: String| {
+        [
+            Pending { scenario: HTTP_VS_HYPER, status: hyper },
+            Pending { scenario: HTTP_VS_WASMTIME_P2, status: wasmtime_p2 },
+            Pending { scenario: HTTP_VS_WASMTIME_P3, status: wasmtime_p3 },
+        ]
     };
     let plugin = wasm_dir.join("http.wasm");
     if let Some(why) = skip_reason(&plugin, &["wrk"]) {
-        return rows(why.clone(), why);
+        return rows(why.clone(), why.clone(), why);
     }
     let p = match start_pier(pier, &plugin, &[]).and_then(|(_pier, addr)| wrk_rps(addr, secs)) {
         Ok(p) => p,
         Err(e) => {
             let e = format!("error: pier: {e:#}");
-            return rows(e.clone(), e);
+            return rows(e.clone(), e.clone(), e);
         }
     };
     let versus = |baseline: Result<(f64, String)>| match baseline {
@@ -267,10 +284,12 @@ pub fn http_rows(pier: &Path, wasm_dir: &Path, serve: &WasmtimeServe, quick: boo
         Err(e) => format!("error: {e:#}"),
     };
     let hyper = versus(hyper_rps(secs).map(|n| (n, String::new())));
-    let wasmtime = serve
-        .skip_reason()
-        .unwrap_or_else(|| versus(wasmtime_serve_rps(serve, secs).map(|(w, version)| (w, format!(", {version}")))));
-    rows(hyper, wasmtime)
+    let wasmtime = |serve: &WasmtimeServe| {
+        serve
+            .skip_reason()
+            .unwrap_or_else(|| versus(wasmtime_serve_rps(serve, secs).map(|(w, version)| (w, format!(", {version}")))))
+    };
+    rows(hyper, wasmtime(p2), wasmtime(p3))
 }
 
 fn hyper_rps(secs: u32) -> Result<f64> {
@@ -289,7 +308,8 @@ fn hyper_rps(secs: u32) -> Result<f64> {
 }
 
 /// `wasmtime serve` with its defaults (a fresh instance per request for a
-/// WASIp2 component, the pooling allocator when the machine allows it, no
+/// WASIp2 component, an instance reused for up to 128 requests, 16 at once,
+/// for a WASIp3 one; the pooling allocator when the machine allows it; no
 /// fuel or epoch limits); returns its req/s and its `--version`.
 fn wasmtime_serve_rps(serve: &WasmtimeServe, secs: u32) -> Result<(f64, String)> {
     let version = output(Command::new(serve.wasmtime).arg("--version"), Duration::from_secs(10))?;
@@ -297,7 +317,7 @@ fn wasmtime_serve_rps(serve: &WasmtimeServe, secs: u32) -> Result<(f64, String)>
     let port = free_port()?;
     let mut child = Guard(
         Command::new(serve.wasmtime)
-            .args(WASMTIME_SERVE_ARGS)
+            .args(serve.args)
             .args(["--addr", &format!("127.0.0.1:{port}")])
             .arg(serve.component)
             .stdout(Stdio::null())

@@ -415,8 +415,10 @@ impl Report<'_> {
         let pier_bin = c["pier"]["binary"].as_str().unwrap_or("pier");
         let _ = writeln!(s, "- pier: `{pier_bin} {}`", args(&c["pier"]["args"]));
         let _ = writeln!(s, "- baseline: `pier-bench {}`", args(&c["baseline"]["args"]));
-        if let Some(wasmtime) = c["wasmtime_serve"]["binary"].as_str() {
-            let _ = writeln!(s, "- `wasmtime serve` row: `{wasmtime} {}`", args(&c["wasmtime_serve"]["args"]));
+        for (key, kind) in [("wasmtime_serve", "WASI 0.2"), ("wasmtime_serve_p3", "WASI 0.3")] {
+            if let Some(wasmtime) = c[key]["binary"].as_str() {
+                let _ = writeln!(s, "- `wasmtime serve` row ({kind}): `{wasmtime} {}`", args(&c[key]["args"]));
+            }
         }
         let _ = writeln!(s, "- scenarios: `{}`", c["plan"]);
         let _ = writeln!(s, "- every connect, read and write times out after {} s", c["io_timeout_secs"]);

@@ -40,12 +40,15 @@ pub struct RunArgs {
     /// Idle connections to hold [default: 10000, with --quick 1000].
     #[arg(long)]
     pub idle_conns: Option<usize>,
-    /// The `wasmtime` CLI of the `wasmtime serve` row (`make bench-tools`).
+    /// The `wasmtime` CLI of the `wasmtime serve` rows (`make bench-tools`).
     #[arg(long, default_value = "target/tools/bin/wasmtime")]
     pub wasmtime: PathBuf,
-    /// The hello `wasi:http` component it serves (`make bench-tools`).
+    /// The WASI 0.2 hello `wasi:http/proxy` component it serves (`make bench-tools`).
     #[arg(long, default_value = "target/wasm32-wasip2/release/hello_http.wasm")]
     pub hello_http: PathBuf,
+    /// The WASI 0.3 hello `wasi:http/service` component it serves (`make bench-tools`).
+    #[arg(long, default_value = "target/wasm32-wasip2/release/hello_http_p3.wasm")]
+    pub hello_http_p3: PathBuf,
     /// Run only these parts, e.g. `--only http` or `--only resp,http`.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<Part>,
@@ -60,7 +63,7 @@ pub enum Part {
     Instantiate,
     /// The RESP guest vs redis-server.
     Resp,
-    /// The HTTP guest vs native hyper and vs `wasmtime serve`.
+    /// The HTTP guest vs native hyper and vs `wasmtime serve` (WASI 0.2 and 0.3).
     Http,
 }
 
@@ -268,8 +271,17 @@ pub async fn run(args: RunArgs) -> Result<bool> {
         pending.extend(external::resp_vs_redis(&args.pier, wasm_dir, args.quick));
     }
     if wants(Part::Http) {
-        let serve = external::WasmtimeServe { wasmtime: &args.wasmtime, component: &args.hello_http };
-        pending.extend(external::http_rows(&args.pier, wasm_dir, &serve, args.quick));
+        let p2 = external::WasmtimeServe {
+            wasmtime: &args.wasmtime,
+            args: external::WASMTIME_SERVE_ARGS,
+            component: &args.hello_http,
+        };
+        let p3 = external::WasmtimeServe {
+            wasmtime: &args.wasmtime,
+            args: external::WASMTIME_SERVE_P3_ARGS,
+            component: &args.hello_http_p3,
+        };
+        pending.extend(external::http_rows(&args.pier, wasm_dir, &p2, &p3, args.quick));
     }
     let table = report::table(&rows, &pending);
     println!("{table}");
@@ -286,15 +298,23 @@ pub async fn run(args: RunArgs) -> Result<bool> {
     } else {
         format!("make bench (pier-bench run --out {})", out.display())
     };
-    let component = args.hello_http.display().to_string();
-    let serve_args: Vec<&str> =
-        external::WASMTIME_SERVE_ARGS.into_iter().chain(["--addr", "127.0.0.1:PORT", &component]).collect();
+    let serve_args = |args: &[&str], component: &Path| -> Vec<String> {
+        let component = component.display().to_string();
+        args.iter().copied().chain(["--addr", "127.0.0.1:PORT", &component]).map(String::from).collect()
+    };
     let config = serde_json::json!({
         "plan": plan,
         "io_timeout_secs": plan.io_timeout.as_secs_f64(),
         "pier": { "binary": args.pier, "args": pier_args },
         "baseline": { "args": native_args },
-        "wasmtime_serve": { "binary": args.wasmtime, "args": serve_args },
+        "wasmtime_serve": {
+            "binary": args.wasmtime,
+            "args": serve_args(external::WASMTIME_SERVE_ARGS, &args.hello_http),
+        },
+        "wasmtime_serve_p3": {
+            "binary": args.wasmtime,
+            "args": serve_args(external::WASMTIME_SERVE_P3_ARGS, &args.hello_http_p3),
+        },
     });
     let report =
         Report { mode, command, machine: &machine, config, metrics: &rows, pending: &pending, scenarios: &results };
