@@ -2,7 +2,7 @@
 
 mod cli;
 
-use cli::{Cli, Command, ServeArgs};
+use cli::{Cli, Command, LogFormat, ServeArgs};
 use pier::config::{Settings, file};
 use pier::{Server, ServerConfig};
 use std::io::Write;
@@ -33,14 +33,14 @@ fn main() -> ExitCode {
         unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     }
     let cli = Cli::parse_args();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let log = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Text => log.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        // The connection's span (listener, conn, peer) on every line, flat.
+        LogFormat::Json => log.json().with_current_span(true).with_span_list(false).init(),
+    }
     let result = match cli.command {
         Command::Check { plugin: Some(plugin), .. } => block_on(pier::check(&plugin)).map(print),
         Command::Check { config: Some(path), .. } => {

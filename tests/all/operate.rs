@@ -1,5 +1,5 @@
-//! `--metrics`: what an operator scrapes, checked with `curl` and `promtool`
-//! against what the test did.
+//! What an operator sees: `--metrics` scraped with `curl` and checked with
+//! `promtool` against what the test did, `/healthz`, and `--log-format json`.
 
 use crate::common::*;
 use std::io::Write;
@@ -153,4 +153,32 @@ fn a_metrics_address_in_use_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains(&format!("metrics address {addr}")), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// `--log-format json`: every stderr line is one JSON object, and a
+/// connection's lines (the guest's own output too) carry its listener, id
+/// and peer.
+#[test]
+fn json_logs_tag_every_line_of_a_connection() {
+    let mut pier = Pier::serve("misbehave", &["--log-format", "json"]);
+    let mut s = connect(pier.addr());
+    s.write_all(b"log 2\n").unwrap();
+    assert_eq!(read_to_eof(&mut s), b"ok: logged 2\n");
+    pier.wait_for_log("connection closed");
+    pier.signal(libc::SIGTERM);
+    assert!(pier.wait(STEP).is_some_and(|s| s.success()));
+    let log = pier.stderr();
+    for line in log.lines() {
+        assert!(line.starts_with('{') && line.ends_with('}'), "not a JSON object: {line}");
+    }
+    let guest: Vec<&str> = log.lines().filter(|l| l.contains("\"message\":\"log line ")).collect();
+    assert_eq!(guest.len(), 2, "{log}");
+    for line in guest {
+        assert!(
+            line.contains("\"conn\":1")
+                && line.contains("\"listener\":\"main\"")
+                && line.contains("\"peer\":\"127.0.0.1:"),
+            "{line}"
+        );
+    }
 }
