@@ -42,7 +42,7 @@ pub enum Command {
     },
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct ServeArgs {
     /// Serve every listener of this config file (pier.toml) instead of the
     /// one listener the flags describe. A listener setting given as a flag

@@ -11,11 +11,12 @@ use crate::tenant::Tenant;
 use anyhow::{Context, bail};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, warn};
 
@@ -89,38 +90,106 @@ fn random_u32() -> u32 {
     RandomState::new().hash_one(std::time::SystemTime::now()) as u32
 }
 
-/// Accepts connections until `serverShutdown`, at most `max-connections` at
-/// a time: when full, it waits and the kernel backlog queues new clients.
+/// A bound listener's place in the running server: the tenant new
+/// connections get (a reload swaps it; live connections keep the one they
+/// started with), its room for connections, and whether it was removed.
+pub(crate) struct Slot {
+    tenant: Mutex<Arc<Tenant>>,
+    room: Arc<Semaphore>,
+    retired: CancellationToken,
+    pub(crate) addr: SocketAddr,
+}
+
+impl Slot {
+    pub(crate) fn new(tenant: Arc<Tenant>, addr: SocketAddr) -> Arc<Self> {
+        let room = Arc::new(Semaphore::new(tenant.config.max_connections as usize));
+        Arc::new(Self { tenant: Mutex::new(tenant), room, retired: CancellationToken::new(), addr })
+    }
+
+    /// The tenant a connection accepted now gets.
+    pub(crate) fn current(&self) -> Arc<Tenant> {
+        self.tenant.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// New connections get `tenant` from now on; its max-connections
+    /// applies to the room left (connections already over a lowered limit
+    /// are not cut).
+    pub(crate) fn swap(&self, tenant: Arc<Tenant>) {
+        let mut current = self.tenant.lock().unwrap_or_else(|p| p.into_inner());
+        let (old, new) = (current.config.max_connections as usize, tenant.config.max_connections as usize);
+        if new > old {
+            self.room.add_permits(new - old);
+        } else {
+            self.room.forget_permits(old - new);
+        }
+        *current = tenant;
+    }
+
+    /// Stops accepting; the listening socket closes.
+    pub(crate) fn retire(&self) {
+        self.retired.cancel();
+    }
+}
+
+/// The listeners being served now, and what reloads did: what the metrics
+/// read.
+#[derive(Default)]
+pub(crate) struct Roster {
+    slots: Mutex<Vec<Arc<Slot>>>,
+    pub(crate) reloads_ok: AtomicU64,
+    pub(crate) reloads_failed: AtomicU64,
+}
+
+impl Roster {
+    pub(crate) fn slots(&self) -> Vec<Arc<Slot>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn set(&self, slots: Vec<Arc<Slot>>) {
+        *self.slots.lock().unwrap_or_else(|p| p.into_inner()) = slots;
+    }
+
+    pub(crate) fn tenants(&self) -> Vec<Arc<Tenant>> {
+        self.slots().iter().map(|s| s.current()).collect()
+    }
+}
+
+/// Accepts connections until `serverShutdown` (or the listener is removed
+/// by a reload), at most `max-connections` at a time: when full, it waits
+/// and the kernel backlog queues new clients.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
-    tenant: Arc<Tenant>,
+    slot: Arc<Slot>,
     events: Events,
     stop: Stop,
     tasks: TaskTracker,
 ) {
-    let slots = Arc::new(Semaphore::new(tenant.config.max_connections as usize));
     let mut failures = FailureLog::default();
+    let name = slot.current().name.clone();
     loop {
         let permit = tokio::select! {
             _ = stop.token.cancelled() => break,
-            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = slot.retired.cancelled() => break,
+            p = slot.room.clone().acquire_owned() => p.expect("the semaphore is never closed"),
         };
         let (stream, peer) = tokio::select! {
             _ = stop.token.cancelled() => break,
+            _ = slot.retired.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(conn) => conn,
                 Err(e) => {
                     // EMFILE, ECONNABORTED...: transient; never end the server.
-                    failures.note(&tenant.name, &e);
+                    failures.note(&name, &e);
                     tokio::time::sleep(ACCEPT_RETRY).await;
                     continue;
                 }
             },
         };
+        let tenant = slot.current();
         tune(&stream, &tenant.config);
         let conn = start(stream, peer, &tenant, &events);
         let span = tracing::info_span!("conn", listener = &*tenant.name, conn = conn.id, %peer);
-        let (tenant, events, stop) = (tenant.clone(), events.clone(), stop.clone());
+        let (events, stop) = (events.clone(), stop.clone());
         tasks.spawn(
             async move {
                 let (id, listener) = (conn.id, tenant.name.clone());
@@ -138,7 +207,7 @@ pub(crate) async fn accept_loop(
             .instrument(span),
         );
     }
-    info!(listener = &*tenant.name, "stopped accepting");
+    info!(listener = &*name, "stopped accepting");
 }
 
 /// How long the accept loop waits after a failed accept (out of file

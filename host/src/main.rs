@@ -12,13 +12,15 @@ use std::process::ExitCode;
 impl ServeArgs {
     /// The server to run: the file's, with the flags laid over it, or the
     /// one listener the flags describe.
-    fn into_config(self) -> anyhow::Result<ServerConfig> {
+    /// The configuration these arguments give: read again at each reload,
+    /// so a changed file (or plugin) is seen.
+    fn to_config(&self) -> anyhow::Result<ServerConfig> {
         if let Some(path) = &self.config {
             return file::load_with(path, &self.server, &self.listener);
         }
-        let mut listener = self.listener;
+        let mut listener = self.listener.clone();
         listener.name.get_or_insert_with(|| "main".into());
-        let config = Settings { listener: vec![listener], ..self.server }.resolve(Path::new(""))?;
+        let config = Settings { listener: vec![listener], ..self.server.clone() }.resolve(Path::new(""))?;
         config.validate()?;
         Ok(config)
     }
@@ -86,7 +88,7 @@ fn announce(metrics: Option<std::net::SocketAddr>, addrs: &[(std::sync::Arc<str>
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Validated before the runtime is built from `workers`.
-    let config = args.into_config()?;
+    let config = args.to_config()?;
     pier::raise_open_files_limit();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = config.workers {
@@ -98,7 +100,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // Install the handlers before announcing the ports, so a signal sent
         // as soon as a script sees `listening` is never the default (fatal).
         let mut signals = Signals::new()?;
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         announce(server.metrics_addr(), &server.local_addrs());
+        let reload = server.reload_handle();
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the configuration");
+                // Logged by the server either way; a failure changes nothing.
+                let _ = reload.reload(args.to_config()).await;
+            }
+        });
         let stop = server.shutdown_handle();
         tokio::spawn(async move {
             signals.next().await;

@@ -3,8 +3,8 @@
 //! counters at the moment of the scrape, and `GET /healthz` (200 while
 //! serving, 503 once draining).
 
+use crate::listener::Roster;
 use crate::stats::Snapshot;
-use crate::tenant::Tenant;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Incoming, header};
@@ -15,6 +15,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -30,8 +31,13 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const WASMTIME_VERSION: &str = "48.0.8";
 
 /// Every listener's counters, read at each scrape.
-#[derive(Debug)]
-struct Listeners(Vec<Arc<Tenant>>);
+struct Listeners(Arc<Roster>);
+
+impl std::fmt::Debug for Listeners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Listeners")
+    }
+}
 
 /// What one scrape reads of one listener.
 struct Reading {
@@ -46,6 +52,7 @@ impl Collector for Listeners {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let readings: Vec<Reading> = self
             .0
+            .tenants()
             .iter()
             .map(|t| Reading {
                 name: t.name.clone(),
@@ -107,14 +114,23 @@ impl Collector for Listeners {
         )?;
         let labels = [("version", env!("CARGO_PKG_VERSION")), ("wasmtime", WASMTIME_VERSION)];
         ConstGauge::new(1i64).encode(info.encode_family(&labels)?)?;
+        let mut reloads = encoder.encode_descriptor(
+            "pier_reloads",
+            "Reloads (SIGHUP), by result; a failed one changed nothing.",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (result, n) in [("ok", &self.0.reloads_ok), ("failed", &self.0.reloads_failed)] {
+            ConstCounter::new(n.load(Ordering::Relaxed)).encode(reloads.encode_family(&[("result", result)])?)?;
+        }
         Ok(())
     }
 }
 
 /// The OpenMetrics text of a scrape.
-pub(crate) fn render(tenants: &[Arc<Tenant>]) -> String {
+fn render(roster: &Arc<Roster>) -> String {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Listeners(tenants.to_vec())));
+    registry.register_collector(Box::new(Listeners(roster.clone())));
     let mut text = String::new();
     // Writing to a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
@@ -147,8 +163,7 @@ fn prometheus_text(openmetrics: &str) -> String {
 
 /// Serves the endpoint until the process ends; `draining` turns
 /// `/healthz` to 503.
-pub(crate) async fn serve(socket: TcpListener, tenants: Vec<Arc<Tenant>>, draining: CancellationToken) {
-    let tenants: Arc<[Arc<Tenant>]> = tenants.into();
+pub(crate) async fn serve(socket: TcpListener, roster: Arc<Roster>, draining: CancellationToken) {
     let slots = Arc::new(Semaphore::new(MAX_SCRAPERS));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else { return };
@@ -160,10 +175,10 @@ pub(crate) async fn serve(socket: TcpListener, tenants: Vec<Arc<Tenant>>, draini
                 continue;
             }
         };
-        let (tenants, draining) = (tenants.clone(), draining.clone());
+        let (roster, draining) = (roster.clone(), draining.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let reply = respond(&req, &tenants, draining.is_cancelled());
+                let reply = respond(&req, &roster, draining.is_cancelled());
                 async move { Ok::<_, std::convert::Infallible>(reply) }
             });
             let served = hyper::server::conn::http1::Builder::new()
@@ -183,13 +198,13 @@ fn wants_openmetrics(req: &Request<Incoming>) -> bool {
     req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("openmetrics"))
 }
 
-fn respond(req: &Request<Incoming>, tenants: &[Arc<Tenant>], draining: bool) -> Response<Full<Bytes>> {
+fn respond(req: &Request<Incoming>, roster: &Arc<Roster>, draining: bool) -> Response<Full<Bytes>> {
     let (status, kind, body) = match (req.method(), req.uri().path()) {
         (&hyper::Method::GET, "/metrics") if wants_openmetrics(req) => {
-            (StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", render(tenants))
+            (StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", render(roster))
         }
         (&hyper::Method::GET, "/metrics") => {
-            (StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", prometheus_text(&render(tenants)))
+            (StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", prometheus_text(&render(roster)))
         }
         (&hyper::Method::GET, "/healthz") if draining => {
             (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n".into())

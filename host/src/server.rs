@@ -3,17 +3,20 @@
 
 use crate::config::ServerConfig;
 use crate::events::{Events, ServerEvent};
-use crate::listener;
+use crate::listener::{self, Roster, Slot};
 use crate::metrics;
 use crate::os_limits;
+use crate::reload;
 use crate::sandbox::engine::{self, PoolSize};
 use crate::shutdown::Stop;
 use crate::tenant::Tenant;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -25,6 +28,29 @@ pub struct Server {
     events: Events,
     stop: Stop,
     grace: Duration,
+    reloads: (mpsc::Sender<ReloadRequest>, mpsc::Receiver<ReloadRequest>),
+}
+
+/// A new configuration (or why there is none), and where to say how
+/// applying it went.
+type ReloadRequest = (anyhow::Result<ServerConfig>, oneshot::Sender<anyhow::Result<String>>);
+
+/// Reloads a running server with a new configuration; cloneable.
+#[derive(Clone, Debug)]
+pub struct ReloadHandle(mpsc::Sender<ReloadRequest>);
+
+impl ReloadHandle {
+    /// Applies `config` to the running server (see the `reload` module's
+    /// rules: live connections keep their handler; changed listeners get the
+    /// new one for new connections; new listeners are bound, removed ones
+    /// drain). On any error nothing changes. Returns a one-line summary.
+    /// An `Err` given (a configuration that did not load) counts as a
+    /// failed reload, in the log and the metrics.
+    pub async fn reload(&self, config: anyhow::Result<ServerConfig>) -> anyhow::Result<String> {
+        let (tx, rx) = oneshot::channel();
+        self.0.send((config, tx)).await.map_err(|_| anyhow::anyhow!("the server is not running"))?;
+        rx.await.map_err(|_| anyhow::anyhow!("the server stopped during the reload"))?
+    }
 }
 
 /// Triggers `serverShutdown` from anywhere; cloneable.
@@ -57,7 +83,14 @@ impl Server {
             Some(addr) => Some(bind_metrics(addr).await?),
             None => None,
         };
-        Ok(Self { listeners, metrics, events: Events::new(), stop: Stop::default(), grace: config.grace })
+        Ok(Self {
+            listeners,
+            metrics,
+            events: Events::new(),
+            stop: Stop::default(),
+            grace: config.grace,
+            reloads: mpsc::channel(4),
+        })
     }
 
     /// Where `/metrics` is served, if anywhere.
@@ -79,19 +112,59 @@ impl Server {
         ShutdownHandle(self.stop.token.clone())
     }
 
+    pub fn reload_handle(&self) -> ReloadHandle {
+        ReloadHandle(self.reloads.0.clone())
+    }
+
     /// Serves until shut down, then drains: every live handler is told
     /// `server-shutdown` and its queued bytes are flushed; connections still
     /// open when the grace period ends are closed.
     pub async fn run(self) -> anyhow::Result<()> {
         let tasks = TaskTracker::new();
-        let tenants = self.listeners.iter().map(|(_, tenant, _)| tenant.clone()).collect();
-        let metrics = self
-            .metrics
-            .map(|(socket, _)| AbortOnDrop(tokio::spawn(metrics::serve(socket, tenants, self.stop.token.clone()))));
-        for (socket, tenant, _) in self.listeners {
-            tasks.spawn(listener::accept_loop(socket, tenant, self.events.clone(), self.stop.clone(), tasks.clone()));
+        let roster = Arc::new(Roster::default());
+        let metrics = self.metrics.map(|(socket, _)| {
+            AbortOnDrop(tokio::spawn(metrics::serve(socket, roster.clone(), self.stop.token.clone())))
+        });
+        let start = |socket, tenant, addr| {
+            let slot = Slot::new(tenant, addr);
+            tasks.spawn(listener::accept_loop(
+                socket,
+                slot.clone(),
+                self.events.clone(),
+                self.stop.clone(),
+                tasks.clone(),
+            ));
+            slot
+        };
+        roster.set(self.listeners.into_iter().map(|(socket, tenant, addr)| start(socket, tenant, addr)).collect());
+        let (_, mut requests) = self.reloads;
+        loop {
+            let (config, reply) = tokio::select! {
+                _ = self.stop.token.cancelled() => break,
+                Some(request) = requests.recv() => request,
+            };
+            let plan = match config {
+                Ok(config) => reload::prepare(&config, &roster.slots()).await,
+                Err(e) => Err(e),
+            };
+            let result = match plan {
+                Ok(plan) => {
+                    let summary = plan.apply(self.grace);
+                    let mut serving = plan.serving();
+                    serving.extend(plan.bound.into_iter().map(|(socket, tenant, addr)| start(socket, tenant, addr)));
+                    roster.set(serving);
+                    roster.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                    info!(%summary, "reloaded");
+                    Ok(summary)
+                }
+                Err(e) => {
+                    roster.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                    warn!(error = %format!("{e:#}"), "reload failed; serving on as before");
+                    Err(e)
+                }
+            };
+            let _ = reply.send(result);
         }
-        self.stop.token.cancelled().await;
         self.stop.tell_connections();
         tasks.close();
         info!(connections = tasks.len(), grace = ?self.grace, "server shutdown: draining connections");

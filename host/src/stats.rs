@@ -59,6 +59,14 @@ impl ListenerStats {
         }
     }
 
+    /// Rings `bits` on every live connection's doorbell (a listener removed
+    /// by a reload tells its connections to finish, then to close).
+    pub(crate) fn ring_all(&self, bits: u8) {
+        for link in self.live().conns.values() {
+            link.doorbell.ring(bits);
+        }
+    }
+
     pub(crate) fn snapshot(&self) -> Snapshot {
         let live = self.live();
         let (mut received, mut sent) = (live.ended_received, live.ended_sent);

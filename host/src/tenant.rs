@@ -29,6 +29,9 @@ pub(crate) struct Tenant {
     pub(crate) store: Arc<keyvalue::Store>,
     /// What its connections did, for the metrics.
     pub(crate) stats: Arc<ListenerStats>,
+    /// The plugin file's contents, hashed: a reload reloads a listener whose
+    /// file changed even if its settings did not.
+    pub(crate) fingerprint: u64,
 }
 
 impl std::fmt::Debug for Tenant {
@@ -41,14 +44,29 @@ impl Tenant {
     /// Compiles and links every listener's plugin, and gives each its
     /// backplane (shared by name) and key-value store.
     pub(crate) fn load_all(engine: &wasmtime::Engine, config: &ServerConfig) -> anyhow::Result<Vec<Arc<Tenant>>> {
+        Self::load_keeping(engine, &config.listeners, &[])
+    }
+
+    /// Loads `listeners` as [`load_all`](Self::load_all) does, except that
+    /// one named like a tenant of `kept` keeps that tenant's key-value store
+    /// and counters, and a backplane name one of them uses keeps its
+    /// backplane: a reload changes handlers and settings, not data.
+    pub(crate) fn load_keeping(
+        engine: &wasmtime::Engine,
+        listeners: &[ListenerConfig],
+        kept: &[Arc<Tenant>],
+    ) -> anyhow::Result<Vec<Arc<Tenant>>> {
         let linker = plugin::linker(engine)?;
-        let mut backplanes: HashMap<String, Arc<Backplane>> = HashMap::new();
+        let mut backplanes: HashMap<String, Arc<Backplane>> =
+            kept.iter().map(|t| (backplane_name(&t.config), t.backplane.clone())).collect();
         let mut tenants = Vec::new();
-        for l in &config.listeners {
+        for l in listeners {
             let limits = || format!("listener `{}` (memory-limit {})", l.name, format_size(l.memory_limit));
             let component = plugin::compile(engine, &l.plugin).with_context(limits)?;
+            let fingerprint = fingerprint(&l.plugin)?;
             let pre = plugin::prepare(&linker, &component, &l.plugin).with_context(limits)?;
-            let backplane = backplanes.entry(l.backplane.clone().unwrap_or_else(|| l.name.clone())).or_default();
+            let backplane = backplanes.entry(backplane_name(l)).or_default();
+            let old = kept.iter().find(|t| *t.name == l.name);
             tenants.push(Arc::new(Tenant {
                 name: Arc::from(l.name.as_str()),
                 config: l.clone(),
@@ -56,8 +74,12 @@ impl Tenant {
                 settings: Arc::new(l.settings.clone()),
                 backplane: backplane.clone(),
                 mail_budget: Arc::new(backplane::Budget::new(l.backplane_max_bytes)),
-                store: Arc::new(keyvalue::Store::new(keyvalue::Budget::new(l.kv_max_bytes, l.kv_max_keys))),
-                stats: Arc::default(),
+                store: old.map_or_else(
+                    || Arc::new(keyvalue::Store::new(keyvalue::Budget::new(l.kv_max_bytes, l.kv_max_keys))),
+                    |t| t.store.clone(),
+                ),
+                stats: old.map_or_else(Arc::default, |t| t.stats.clone()),
+                fingerprint,
             }));
         }
         Ok(tenants)
@@ -88,6 +110,12 @@ impl Tenant {
         Ok(store)
     }
 
+    /// Whether `config`, and the plugin file it names, are what this tenant
+    /// was loaded from.
+    pub(crate) fn is_loaded_from(&self, config: &ListenerConfig) -> bool {
+        self.config == *config && fingerprint(&config.plugin).is_ok_and(|f| f == self.fingerprint)
+    }
+
     /// A connection's outbox, with this listener's water marks.
     pub(crate) fn link(&self) -> Arc<Link> {
         Link::new(self.config.outbox_high_water, self.config.outbox_low_water)
@@ -113,4 +141,18 @@ impl Tenant {
             )
         })
     }
+}
+
+/// The backplane a listener's connections share: its own, or a named one.
+fn backplane_name(l: &ListenerConfig) -> String {
+    l.backplane.clone().unwrap_or_else(|| l.name.clone())
+}
+
+/// The plugin file's contents, hashed.
+fn fingerprint(path: &std::path::Path) -> anyhow::Result<u64> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let bytes = std::fs::read(path).with_context(|| format!("plugin `{}`", path.display()))?;
+    let mut hasher = DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    Ok(hasher.finish())
 }

@@ -16,6 +16,7 @@ mod layout;
 mod limits;
 mod operate;
 mod options;
+mod reload;
 mod properties;
 mod resp;
 mod resp_conformance;

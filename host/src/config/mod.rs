@@ -26,7 +26,7 @@ use std::time::Duration;
 /// One listener: a bound socket, one handler component, one set of limits.
 /// In pier's vocabulary, a tenant. Serialized, it is the listener's table of
 /// pier.toml with every setting written out.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct ListenerConfig {
     /// Names the listener in `listening` lines, logs and server events.

@@ -35,8 +35,9 @@ pub const OUT_OF_BUDGET: &str = "out of budget";
 /// One listener's key-value budget: what its store may hold, and holds.
 #[derive(Debug)]
 pub(crate) struct Budget {
-    max_bytes: u64,
-    max_keys: u64,
+    /// The limits; a reload may change them (what is stored stays).
+    max_bytes: AtomicU64,
+    max_keys: AtomicU64,
     bytes: AtomicU64,
     keys: AtomicU64,
 }
@@ -52,20 +53,33 @@ pub(crate) struct Usage {
 
 impl Budget {
     pub(crate) fn new(max_bytes: u64, max_keys: u64) -> Self {
-        Self { max_bytes, max_keys, bytes: AtomicU64::new(0), keys: AtomicU64::new(0) }
+        Self {
+            max_bytes: AtomicU64::new(max_bytes),
+            max_keys: AtomicU64::new(max_keys),
+            bytes: AtomicU64::new(0),
+            keys: AtomicU64::new(0),
+        }
+    }
+
+    /// New limits for what comes next; nothing stored is dropped, so a store
+    /// already past a lowered limit refuses new data until it is back under.
+    pub(crate) fn set_limits(&self, max_bytes: u64, max_keys: u64) {
+        self.max_bytes.store(max_bytes, Ordering::Release);
+        self.max_keys.store(max_keys, Ordering::Release);
     }
 
     /// Takes `bytes` more (and one key more if `new_key`), or nothing if
     /// either would pass its maximum.
     fn reserve(&self, bytes: u64, new_key: bool) -> Result<(), Error> {
-        if new_key && !take(&self.keys, 1, self.max_keys) {
-            return Err(refusal(format!("kv-max-keys {} reached", self.max_keys)));
+        let (max_bytes, max_keys) = (self.max_bytes.load(Ordering::Acquire), self.max_keys.load(Ordering::Acquire));
+        if new_key && !take(&self.keys, 1, max_keys) {
+            return Err(refusal(format!("kv-max-keys {max_keys} reached")));
         }
-        if !take(&self.bytes, bytes, self.max_bytes) {
+        if !take(&self.bytes, bytes, max_bytes) {
             if new_key {
                 self.keys.fetch_sub(1, Ordering::AcqRel);
             }
-            let max = crate::config::units::format_size(self.max_bytes);
+            let max = crate::config::units::format_size(max_bytes);
             return Err(refusal(format!("kv-max-bytes {max} reached")));
         }
         Ok(())
@@ -81,9 +95,9 @@ impl Budget {
     pub(crate) fn usage(&self) -> Usage {
         Usage {
             bytes: self.bytes.load(Ordering::Acquire),
-            max_bytes: self.max_bytes,
+            max_bytes: self.max_bytes.load(Ordering::Acquire),
             keys: self.keys.load(Ordering::Acquire),
-            max_keys: self.max_keys,
+            max_keys: self.max_keys.load(Ordering::Acquire),
         }
     }
 }
@@ -127,6 +141,10 @@ impl Store {
         }));
         buckets.insert(identifier.to_string(), bucket.clone());
         Ok(bucket)
+    }
+
+    pub(crate) fn set_limits(&self, max_bytes: u64, max_keys: u64) {
+        self.budget.set_limits(max_bytes, max_keys);
     }
 
     pub(crate) fn usage(&self) -> Usage {
