@@ -73,4 +73,5 @@ pub use events::{ServerEvent, ShutdownReason};
 pub use os_limits::raise_open_files_limit;
 pub use outbox::{CsaHandle, SendError};
 pub use sandbox::MemoryLimitExceeded;
-pub use server::{ReloadHandle, Server, ShutdownHandle};
+pub use listener::Inherited;
+pub use server::{METRICS_SOCKET, ReloadHandle, Server, ShutdownHandle};

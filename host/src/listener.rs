@@ -9,6 +9,7 @@ use crate::outbox::CsaHandle;
 use crate::shutdown::Stop;
 use crate::tenant::Tenant;
 use anyhow::{Context, bail};
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +23,48 @@ use tracing::{Instrument, debug, info, warn};
 
 /// Connection ids, unique for the life of the process.
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Listening sockets a process was handed instead of binding them: by
+/// systemd (socket activation) or by the pier it upgrades. A listener takes
+/// the socket of its name, else the next unnamed one.
+#[derive(Debug, Default)]
+pub struct Inherited {
+    named: HashMap<String, std::net::TcpListener>,
+    unnamed: VecDeque<std::net::TcpListener>,
+}
+
+impl Inherited {
+    pub fn add(&mut self, name: Option<String>, socket: std::net::TcpListener) {
+        match name {
+            Some(name) => {
+                self.named.insert(name, socket);
+            }
+            None => self.unnamed.push_back(socket),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.named.is_empty() && self.unnamed.is_empty()
+    }
+
+    /// The socket for `name`, ready for tokio.
+    pub(crate) fn take(&mut self, name: &str) -> anyhow::Result<Option<TcpListener>> {
+        let Some(socket) = self.named.remove(name).or_else(|| self.unnamed.pop_front()) else { return Ok(None) };
+        socket.set_nonblocking(true)?;
+        Ok(Some(TcpListener::from_std(socket).with_context(|| format!("listener `{name}`: the inherited socket"))?))
+    }
+}
+
+/// A listener's socket: inherited if one was handed over for it, else bound.
+pub(crate) fn bind_or_inherit(config: &ListenerConfig, inherited: &mut Inherited) -> anyhow::Result<TcpListener> {
+    match inherited.take(&config.name)? {
+        Some(socket) => {
+            info!(listener = &*config.name, "using an inherited socket");
+            Ok(socket)
+        }
+        None => bind(config),
+    }
+}
 
 /// Binds a listener's socket: the address given, or a random free port in a
 /// range, trying each port of the range once from a random start.

@@ -1,6 +1,7 @@
 //! The `pier` command: `serve` and `check`.
 
 mod cli;
+mod handoff;
 
 use cli::{Cli, Command, LogFormat, ServeArgs};
 use pier::config::{Settings, file};
@@ -87,6 +88,10 @@ fn announce(metrics: Option<std::net::SocketAddr>, addrs: &[(std::sync::Arc<str>
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Read before any thread exists (it edits the environment).
+    let mut handed = handoff::take()?;
+    // The binary's path now: an upgrade starts what is there then.
+    let exe = std::env::current_exe()?;
     // Validated before the runtime is built from `workers`.
     let config = args.to_config()?;
     pier::raise_open_files_limit();
@@ -96,12 +101,31 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let runtime = runtime.enable_all().build()?;
     runtime.block_on(async {
-        let server = Server::bind(config).await?;
+        let server = Server::bind_inheriting(config, std::mem::take(&mut handed.sockets)).await?;
         // Install the handlers before announcing the ports, so a signal sent
         // as soon as a script sees `listening` is never the default (fatal).
         let mut signals = Signals::new()?;
-        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = signal(SignalKind::hangup())?;
+        let mut upgrade = signal(SignalKind::user_defined2())?;
         announce(server.metrics_addr(), &server.local_addrs());
+        handed.ready();
+        let (sockets, stop) = (server.listening_fds(), server.shutdown_handle());
+        tokio::spawn(async move {
+            while upgrade.recv().await.is_some() {
+                tracing::info!(exe = %exe.display(), "SIGUSR2: starting a successor with the listening sockets");
+                let (exe, sockets) = (exe.clone(), sockets.clone());
+                match tokio::task::spawn_blocking(move || handoff::start_successor(&exe, &sockets)).await {
+                    Ok(Ok(pid)) => {
+                        tracing::info!(successor = pid, "upgrade: the successor serves; draining and exiting");
+                        stop.shutdown();
+                        return;
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "upgrade failed; serving on"),
+                    Err(e) => tracing::warn!(error = %e, "upgrade failed; serving on"),
+                }
+            }
+        });
         let reload = server.reload_handle();
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {

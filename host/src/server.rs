@@ -3,7 +3,7 @@
 
 use crate::config::ServerConfig;
 use crate::events::{Events, ServerEvent};
-use crate::listener::{self, Roster, Slot};
+use crate::listener::{self, Inherited, Roster, Slot};
 use crate::metrics;
 use crate::os_limits;
 use crate::reload;
@@ -71,17 +71,28 @@ impl Server {
     /// engine and limits it will be served with, so a bad plugin fails
     /// before any socket is bound; then binds every listener.
     pub async fn bind(config: ServerConfig) -> anyhow::Result<Self> {
+        Self::bind_inheriting(config, Inherited::default()).await
+    }
+
+    /// [`bind`](Self::bind), taking each listener's socket from `inherited`
+    /// where it has one (and the metrics socket under [`METRICS_SOCKET`]):
+    /// systemd socket activation, or an upgrade from another pier.
+    pub async fn bind_inheriting(config: ServerConfig, mut inherited: Inherited) -> anyhow::Result<Self> {
         let tenants = load(&config).await?;
         let mut listeners = Vec::new();
         for tenant in tenants {
-            let socket = listener::bind(&tenant.config)?;
+            let socket = listener::bind_or_inherit(&tenant.config, &mut inherited)?;
             let addr = listener::local_addr(&socket, &tenant.name)?;
             info!(listener = &*tenant.name, %addr, plugin = %tenant.config.plugin.display(), "listening");
             listeners.push((socket, tenant, addr));
         }
-        let metrics = match config.metrics {
-            Some(addr) => Some(bind_metrics(addr).await?),
-            None => None,
+        let metrics = match (config.metrics, inherited.take(METRICS_SOCKET)?) {
+            (Some(_), Some(socket)) => {
+                let addr = socket.local_addr()?;
+                Some((socket, addr))
+            }
+            (Some(addr), None) => Some(bind_metrics(addr).await?),
+            (None, _) => None,
         };
         Ok(Self {
             listeners,
@@ -91,6 +102,16 @@ impl Server {
             grace: config.grace,
             reloads: mpsc::channel(4),
         })
+    }
+
+    /// Every listening socket's name and fd (the metrics one as
+    /// [`METRICS_SOCKET`]), for handing them to a successor.
+    pub fn listening_fds(&self) -> Vec<(String, std::os::fd::RawFd)> {
+        use std::os::fd::AsRawFd;
+        let mut fds: Vec<_> =
+            self.listeners.iter().map(|(socket, tenant, _)| (tenant.name.to_string(), socket.as_raw_fd())).collect();
+        fds.extend(self.metrics.iter().map(|(socket, _)| (METRICS_SOCKET.to_string(), socket.as_raw_fd())));
+        fds
     }
 
     /// Where `/metrics` is served, if anywhere.
@@ -178,6 +199,9 @@ impl Server {
         Ok(())
     }
 }
+
+/// The name the metrics endpoint's socket goes by among inherited ones.
+pub const METRICS_SOCKET: &str = "pier-metrics";
 
 /// Binds the metrics address, naming it if that fails.
 async fn bind_metrics(addr: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {

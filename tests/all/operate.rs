@@ -3,7 +3,7 @@
 
 use crate::common::*;
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -181,4 +181,93 @@ fn json_logs_tag_every_line_of_a_connection() {
             "{line}"
         );
     }
+}
+
+/// Kills a process by pid when dropped (the successor of an upgrade is not
+/// the test's child).
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on a pid this test learnt from pier's own log.
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+    }
+}
+
+/// SIGUSR2 upgrades the binary in place: the running pier starts its
+/// successor with the listening sockets, and once it serves, drains and
+/// exits 0. A client connecting, echoing a line and closing as fast as it
+/// can throughout sees no refused connection, no reset and no lost byte,
+/// and the successor serves afterwards.
+#[test]
+fn sigusr2_upgrades_without_refusing_a_connection() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let mut pier = Pier::serve("echo", &["--metrics", "127.0.0.1:0"]);
+    let addr = pier.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            let (stop, done) = (stop.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut failures = Vec::new();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let line = format!("client {c} round {n}\n");
+                    let result = (|| -> std::io::Result<Vec<u8>> {
+                        let mut s = TcpStream::connect(addr)?;
+                        s.set_read_timeout(Some(STEP))?;
+                        s.write_all(line.as_bytes())?;
+                        s.shutdown(std::net::Shutdown::Write)?;
+                        let mut got = Vec::new();
+                        std::io::Read::read_to_end(&mut s, &mut got)?;
+                        Ok(got)
+                    })();
+                    match result {
+                        Ok(got) if got == line.as_bytes() => {}
+                        Ok(got) => failures.push(format!("round {n}: got {got:?}")),
+                        Err(e) => failures.push(format!("round {n}: {e}")),
+                    }
+                    n += 1;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                (n, failures)
+            })
+        })
+        .collect();
+    let wait_rounds = |more: u64| {
+        let target = done.load(Ordering::Relaxed) + more;
+        let deadline = Instant::now() + STEP;
+        while done.load(Ordering::Relaxed) < target {
+            assert!(Instant::now() < deadline, "the clients stalled");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    };
+    wait_rounds(200);
+    pier.signal(libc::SIGUSR2);
+    let log = pier.wait_for_log("upgrade: the successor serves");
+    let successor: i32 = log
+        .lines()
+        .find(|l| l.contains("upgrade: the successor serves"))
+        .and_then(|l| l.split("successor=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .expect("the successor's pid");
+    let _successor = KillOnDrop(successor);
+    let status = pier.wait(STEP).expect("the old pier exits");
+    assert!(status.success(), "{status:?}");
+    // Served by the successor alone now.
+    wait_rounds(200);
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for c in clients {
+        let (n, failures) = c.join().unwrap();
+        assert!(failures.is_empty(), "{} failed connections, e.g. {:?}", failures.len(), &failures[..1]);
+        total += n;
+    }
+    assert!(total >= 400, "{total} rounds");
+    let health = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "10", &format!("http://{}/healthz", pier.metrics.unwrap())])
+        .output()
+        .unwrap();
+    assert_eq!(health.stdout, b"ok\n", "the successor serves the metrics socket too");
 }
