@@ -2,6 +2,7 @@
 
 mod cli;
 mod handoff;
+mod notify;
 
 use cli::{Cli, Command, LogFormat, ServeArgs};
 use pier::config::{Settings, file};
@@ -110,6 +111,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let mut upgrade = signal(SignalKind::user_defined2())?;
         announce(server.metrics_addr(), &server.local_addrs());
         handed.ready();
+        notify::notify("READY=1");
         let (sockets, stop) = (server.listening_fds(), server.shutdown_handle());
         tokio::spawn(async move {
             while upgrade.recv().await.is_some() {
@@ -118,6 +120,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 match tokio::task::spawn_blocking(move || handoff::start_successor(&exe, &sockets)).await {
                     Ok(Ok(pid)) => {
                         tracing::info!(successor = pid, "upgrade: the successor serves; draining and exiting");
+                        notify::notify(&format!("MAINPID={pid}\nSTOPPING=1"));
                         stop.shutdown();
                         return;
                     }
@@ -130,14 +133,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
                 tracing::info!("SIGHUP: reloading the configuration");
+                notify::notify("RELOADING=1");
                 // Logged by the server either way; a failure changes nothing.
                 let _ = reload.reload(args.to_config()).await;
+                notify::notify("READY=1");
             }
         });
         let stop = server.shutdown_handle();
         tokio::spawn(async move {
             signals.next().await;
             tracing::info!("signal received: shutting down (a second signal exits at once)");
+            notify::notify("STOPPING=1");
             stop.shutdown();
             signals.next().await;
             std::process::exit(130);

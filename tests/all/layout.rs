@@ -27,7 +27,7 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
 fn module_of(file: &Path) -> Option<String> {
     let rel = file.strip_prefix(host_src()).unwrap();
     let first = rel.components().next()?.as_os_str().to_str()?.trim_end_matches(".rs").to_string();
-    (!["lib", "main", "cli", "handoff"].contains(&first.as_str())).then_some(first)
+    (!["lib", "main", "cli", "handoff", "notify"].contains(&first.as_str())).then_some(first)
 }
 
 /// The top-level modules a file's non-test code names as `crate::NAME`.

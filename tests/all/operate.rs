@@ -271,3 +271,67 @@ fn sigusr2_upgrades_without_refusing_a_connection() {
         .unwrap();
     assert_eq!(health.stdout, b"ok\n", "the successor serves the metrics socket too");
 }
+
+/// systemd socket activation (`systemd-socket-activate`, as a `.socket`
+/// unit does): pier serves the socket it is handed under its listener's
+/// `FileDescriptorName`, and binds nothing itself (its own `--listen`
+/// address here could not be bound).
+#[test]
+fn a_socket_handed_by_systemd_is_served() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let echo = guest("echo");
+    let mut activate = Command::new("systemd-socket-activate")
+        .args(["-l", &format!("127.0.0.1:{port}"), "--fdname=main"])
+        .arg(pier_bin())
+        .args(["serve", "--listen", "127.0.0.1:1", "--plugin", echo.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("systemd-socket-activate (`make setup` installs systemd)");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + STEP;
+    let got = loop {
+        // The first connection starts pier, which then accepts it.
+        if let Ok(mut s) = TcpStream::connect(addr) {
+            s.set_read_timeout(Some(STEP)).unwrap();
+            s.write_all(b"activated\n").unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            break read_to_eof(&mut s);
+        }
+        assert!(Instant::now() < deadline, "systemd-socket-activate never listened");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert_eq!(got, b"activated\n");
+    assert_eq!(exchange(addr, b"again\n"), b"again\n");
+    let _ = activate.kill();
+    let out = activate.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("using an inherited socket"), "{err}");
+}
+
+/// `Type=notify`: pier tells `$NOTIFY_SOCKET` it is ready once serving,
+/// reloading (then ready) on SIGHUP, and stopping on SIGTERM.
+#[test]
+fn systemd_hears_ready_reloading_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    socket.set_read_timeout(Some(STEP)).unwrap();
+    let echo = guest("echo");
+    let args = ["--listen", "127.0.0.1:0", "--plugin", echo.to_str().unwrap()];
+    let mut pier = Pier::start_with(&args, 1, |cmd| {
+        cmd.env("NOTIFY_SOCKET", &path);
+    });
+    let next = || {
+        let mut buf = [0; 256];
+        let n = socket.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(next(), "READY=1");
+    pier.signal(libc::SIGHUP);
+    assert_eq!(next(), "RELOADING=1");
+    assert_eq!(next(), "READY=1");
+    pier.signal(libc::SIGTERM);
+    assert_eq!(next(), "STOPPING=1");
+    assert!(pier.wait(STEP).is_some_and(|s| s.success()));
+}
