@@ -4,13 +4,14 @@
 //! serving, 503 once draining).
 
 use crate::listener::Roster;
-use crate::stats::Snapshot;
+use crate::stats::{Snapshot, Times};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Incoming, header};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
@@ -106,6 +107,28 @@ impl Collector for Listeners {
                 ConstCounter::new(n).encode(ends.encode_family(&labels)?)?;
             }
         }
+        let mut calls = encoder.encode_descriptor(
+            "pier_call_seconds",
+            "Inbox calls into handlers, by call: how long each took, start to end.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for r in &readings {
+            for (call, times) in &r.stats.calls {
+                let labels = [("listener", &*r.name), ("call", call)];
+                let family = calls.encode_family(&labels)?;
+                encode_times(family, times)?;
+            }
+        }
+        let mut instantiate = encoder.encode_descriptor(
+            "pier_instantiate_seconds",
+            "Making a connection's store and handler instance.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for r in &readings {
+            encode_times(instantiate.encode_family(&[("listener", &*r.name)])?, &r.stats.instantiate)?;
+        }
         let mut info = encoder.encode_descriptor(
             "pier_build_info",
             "The pier and wasmtime versions of this process.",
@@ -125,6 +148,10 @@ impl Collector for Listeners {
         }
         Ok(())
     }
+}
+
+fn encode_times(mut encoder: MetricEncoder<'_>, times: &Times) -> Result<(), std::fmt::Error> {
+    encoder.encode_histogram::<NoLabelSet>(times.sum_seconds, times.count, &times.buckets, None)
 }
 
 /// The OpenMetrics text of a scrape.

@@ -10,12 +10,104 @@ use crate::outbox::Link;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// The inbox calls, as `pier_call_seconds{call}` names them.
+pub const CALLS: [&str; 6] = ["new-csa", "data", "end-of-input", "writable", "message", "shutdown-csa"];
+
+/// Upper bounds of the time histograms' buckets, in nanoseconds (5 µs to
+/// 1 s; one more bucket holds the rest).
+const BOUNDS_NS: [u64; 17] = [
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+];
+const BUCKETS: usize = BOUNDS_NS.len() + 1;
+
+fn bucket(d: Duration) -> usize {
+    let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    BOUNDS_NS.partition_point(|&b| b < ns)
+}
+
+/// A time histogram shared by a listener's connections.
+#[derive(Default)]
+struct Histogram {
+    counts: [AtomicU64; BUCKETS],
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    fn add(&self, bucket: usize, n: u64, ns: u64) {
+        self.counts[bucket].fetch_add(n, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    fn read(&self) -> Times {
+        let counts: Vec<u64> = self.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let bounds = BOUNDS_NS.iter().map(|&b| b as f64 / 1e9).chain([f64::MAX]);
+        Times {
+            count: counts.iter().sum(),
+            sum_seconds: self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
+            buckets: bounds.zip(counts).collect(),
+        }
+    }
+}
+
+/// A histogram as a scrape reads it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Times {
+    pub count: u64,
+    pub sum_seconds: f64,
+    /// Each bucket's upper bound in seconds (`f64::MAX`: the rest) and the
+    /// observations in it (not cumulative).
+    pub buckets: Vec<(f64, u64)>,
+}
+
+/// One connection's call times, kept in plain integers by its task and
+/// added to its listener's histograms every [`FOLD_EVERY`] calls and when
+/// it ends: no atomic per call.
+#[derive(Default)]
+pub(crate) struct CallTimes {
+    counts: [[u32; BUCKETS]; CALLS.len()],
+    sum_ns: [u64; CALLS.len()],
+    unfolded: u32,
+}
+
+/// Calls a connection times before it adds them to its listener's.
+const FOLD_EVERY: u32 = 256;
+
+impl CallTimes {
+    /// Counts one call of kind `call` (an index into [`CALLS`]); true when
+    /// it is time to [`ListenerStats::fold`].
+    pub(crate) fn observe(&mut self, call: usize, took: Duration) -> bool {
+        self.counts[call][bucket(took)] += 1;
+        self.sum_ns[call] += u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.unfolded += 1;
+        self.unfolded >= FOLD_EVERY
+    }
+}
 
 /// One listener's counters.
 #[derive(Default)]
 pub(crate) struct ListenerStats {
     ends: [AtomicU64; REASON_KINDS.len()],
     live: Mutex<Live>,
+    calls: [Histogram; CALLS.len()],
+    instantiate: Histogram,
 }
 
 #[derive(Default)]
@@ -28,7 +120,7 @@ struct Live {
 }
 
 /// The counters at one moment.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
     pub accepted: u64,
     pub open: u64,
@@ -36,6 +128,9 @@ pub struct Snapshot {
     pub sent_bytes: u64,
     /// Connections ended, by reason kind ([`ShutdownReason::kind`]).
     pub ends: Vec<(&'static str, u64)>,
+    /// Inbox call times, by call ([`CALLS`]), as folded so far.
+    pub calls: Vec<(&'static str, Times)>,
+    pub instantiate: Times,
 }
 
 impl ListenerStats {
@@ -50,6 +145,22 @@ impl ListenerStats {
         live.accepted += 1;
         live.conns.insert(id, link.clone());
         Counted { stats: self.clone(), id }
+    }
+
+    /// Adds a connection's call times to the listener's, and clears them.
+    pub(crate) fn fold(&self, times: &mut CallTimes) {
+        for (call, counts) in times.counts.iter().enumerate() {
+            let mut sum = times.sum_ns[call];
+            for (bucket, &n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
+                self.calls[call].add(bucket, u64::from(n), std::mem::take(&mut sum));
+            }
+        }
+        *times = CallTimes::default();
+    }
+
+    /// How long a connection's instance took to make (store, instance).
+    pub(crate) fn instantiated(&self, took: Duration) {
+        self.instantiate.add(bucket(took), 1, u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
     }
 
     pub(crate) fn ended(&self, reason: &ShutdownReason) {
@@ -80,6 +191,8 @@ impl ListenerStats {
             received_bytes: received,
             sent_bytes: sent,
             ends: REASON_KINDS.iter().zip(&self.ends).map(|(&k, n)| (k, n.load(Ordering::Relaxed))).collect(),
+            calls: CALLS.iter().zip(&self.calls).map(|(&c, h)| (c, h.read())).collect(),
+            instantiate: self.instantiate.read(),
         }
     }
 }
@@ -122,5 +235,24 @@ mod tests {
         assert_eq!((after.accepted, after.open, after.received_bytes, after.sent_bytes), (2, 1, 10, 5));
         assert!(after.ends.contains(&("peer-closed", 1)));
         assert!(after.ends.contains(&("cpu-limit", 0)), "every kind is reported, zero or not");
+    }
+
+    #[test]
+    fn call_times_fold_into_the_listener_histogram() {
+        let stats = ListenerStats::default();
+        let mut times = CallTimes::default();
+        assert!(!times.observe(1, Duration::from_micros(3)));
+        times.observe(1, Duration::from_micros(7));
+        times.observe(1, Duration::from_secs(3));
+        assert_eq!(stats.snapshot().calls[1].1.count, 0, "nothing before the fold");
+        stats.fold(&mut times);
+        let data = &stats.snapshot().calls[1].1;
+        assert_eq!(data.count, 3);
+        assert_eq!(data.buckets[0], (5e-6, 1), "3 µs in the first bucket");
+        assert_eq!(data.buckets[1], (1e-5, 1), "7 µs in the second");
+        assert_eq!(data.buckets.last(), Some(&(f64::MAX, 1)), "3 s past the last bound");
+        assert!((data.sum_seconds - 3.00001).abs() < 1e-9);
+        stats.fold(&mut times);
+        assert_eq!(stats.snapshot().calls[1].1.count, 3, "a fold clears what it added");
     }
 }

@@ -67,6 +67,12 @@ fn a_scrape_counts_what_the_connections_did_and_promtool_accepts_it() {
     assert_eq!(sample(&text, "pier_sent_bytes_total{listener=\"main\"}"), Some(18), "{text}");
     assert_eq!(sample(&text, "pier_connection_ends_total{listener=\"main\",reason=\"cpu-limit\"}"), Some(0));
     assert!(text.contains("pier_build_info{version=\""), "{text}");
+    // Each connection's call times are added to the listener's when it ends.
+    for call in ["new-csa", "data", "end-of-input", "shutdown-csa"] {
+        let series = format!("pier_call_seconds_count{{listener=\"main\",call=\"{call}\"}}");
+        assert_eq!(sample(&text, &series), Some(3), "{series} in\n{text}");
+    }
+    assert_eq!(sample(&text, "pier_instantiate_seconds_count{listener=\"main\"}"), Some(3), "{text}");
     // A live connection's bytes count before it ends.
     let mut live = connect(pier.addr());
     live.write_all(&[b'x'; 1000]).unwrap();

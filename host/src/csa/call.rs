@@ -21,6 +21,20 @@ pub(super) enum Inbox<'a> {
     ShutdownCsa(WitShutdownReason),
 }
 
+impl Inbox<'_> {
+    /// Its place in [`crate::stats::CALLS`].
+    pub(super) fn index(&self) -> usize {
+        match self {
+            Inbox::NewCsa(_) => 0,
+            Inbox::Data(_) => 1,
+            Inbox::EndOfInput => 2,
+            Inbox::Writable => 3,
+            Inbox::Message(..) => 4,
+            Inbox::ShutdownCsa(_) => 5,
+        }
+    }
+}
+
 /// How long a connection's calls may run: each one, a wall-clock deadline
 /// from its start (`cpu-limit`: time spent waiting for a worker thread
 /// counts too); all of them, the time spent running the guest
@@ -29,11 +43,13 @@ pub(super) struct Clock {
     limit: Duration,
     budget: Duration,
     used: Duration,
+    /// How long the last call took, start to end (for the metrics).
+    pub(super) last_call: Duration,
 }
 
 impl Clock {
     pub(super) fn new(limit: Duration, budget: Duration) -> Self {
-        Self { limit, budget, used: Duration::ZERO }
+        Self { limit, budget, used: Duration::ZERO, last_call: Duration::ZERO }
     }
 }
 
@@ -95,6 +111,7 @@ pub(super) async fn call(
         timer.as_mut().poll(cx).map(|()| Err(ShutdownReason::CpuLimit))
     })
     .await;
+    clock.last_call = started.elapsed();
     outcome?;
     if clock.used > clock.budget {
         return Err(ShutdownReason::CpuBudget);

@@ -23,6 +23,7 @@ use crate::outbox::{Link, WriteState};
 use crate::sandbox::HostState;
 use crate::services::backplane::Subscriber;
 use crate::shutdown::Stop;
+use crate::stats::CallTimes;
 use crate::tenant::Tenant;
 use call::{Clock, Inbox, call, wit_reason};
 use io::{SocketIo, io_reason};
@@ -56,7 +57,9 @@ pub(crate) async fn serve(conn: Accepted, tenant: Arc<Tenant>, stop: Stop) -> Sh
     let subscriber = tenant.subscriber();
     // Boxed: instantiation is done before the connection idles, and its
     // state would otherwise enlarge every live connection's task.
+    let started = Instant::now();
     let instance = Box::pin(instantiate(&tenant, id, &link, Some(stream), &subscriber)).await;
+    tenant.stats.instantiated(started.elapsed());
     let (store, handler) = match instance {
         Ok(instance) => instance,
         Err(reason) => return reason,
@@ -71,6 +74,7 @@ pub(crate) async fn serve(conn: Accepted, tenant: Arc<Tenant>, stop: Stop) -> Sh
         tenant,
         input_ended: false,
         told_shutdown: false,
+        times: CallTimes::default(),
         last_activity: Instant::now(),
         idle,
     };
@@ -81,6 +85,7 @@ pub(crate) async fn serve(conn: Accepted, tenant: Arc<Tenant>, stop: Stop) -> Sh
         Ok(never) => match never {},
     };
     csa.close(&reason).await;
+    csa.tenant.stats.fold(&mut csa.times);
     let dropped = csa.subscriber.dropped();
     if dropped > 0 {
         info!(dropped, "backplane messages dropped: the handler was too slow");
@@ -127,6 +132,8 @@ struct Csa {
     link: Arc<Link>,
     subscriber: Arc<Subscriber>,
     tenant: Arc<Tenant>,
+    /// Call times not yet added to the listener's.
+    times: CallTimes,
     /// The peer sent FIN.
     input_ended: bool,
     /// `shutdown-csa(server-shutdown)` was delivered.
@@ -294,7 +301,11 @@ impl Csa {
     }
 
     async fn deliver(&mut self, what: Inbox<'_>) -> Turn {
+        let kind = what.index();
         let result = call(&mut self.store, &self.handler, &mut self.clock, &self.link.doorbell, what).await;
+        if self.times.observe(kind, self.clock.last_call) {
+            self.tenant.stats.fold(&mut self.times);
+        }
         if result == Err(ShutdownReason::ServerShutdown) {
             // Cut short by the end of the grace period: the instance is not
             // called again, not even with `shutdown-csa`.
