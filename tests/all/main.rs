@@ -12,6 +12,7 @@ mod faults;
 mod flow;
 mod hostile;
 mod http;
+mod http_conformance;
 mod layout;
 mod limits;
 mod operate;
