@@ -56,7 +56,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("pier: {e:#}");
+            // One line, whatever a value quoted in it holds.
+            eprintln!("pier: {}", format!("{e:#}").replace('\r', "\\r").replace('\n', "\\n"));
             ExitCode::FAILURE
         }
     }
@@ -121,7 +122,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     Ok(Ok(pid)) => {
                         tracing::info!(successor = pid, "upgrade: the successor serves; draining and exiting");
                         notify::notify(&format!("MAINPID={pid}\nSTOPPING=1"));
-                        stop.shutdown();
+                        stop.drain();
                         return;
                     }
                     Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "upgrade failed; serving on"),

@@ -1,7 +1,8 @@
 //! The metrics endpoint (`--metrics HOST:PORT`): `GET /metrics` in the
 //! Prometheus text format, made by `prometheus-client` from each listener's
-//! counters at the moment of the scrape, and `GET /healthz` (200 while
-//! serving, 503 once draining).
+//! counters at the moment of the scrape; `GET /healthz` (200 while
+//! serving, 503 once draining); `GET /connections`, the live connections as
+//! JSON, a page at a time.
 
 use crate::listener::Roster;
 use crate::stats::{Snapshot, Times};
@@ -225,8 +226,35 @@ fn wants_openmetrics(req: &Request<Incoming>) -> bool {
     req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("openmetrics"))
 }
 
+/// Most connections one `/connections` page lists.
+const MAX_PAGE: usize = 1000;
+
+/// `GET /connections?offset=N&limit=M`: the live connections of every
+/// listener as JSON, a page at a time (by listener, then id).
+fn connections(req: &Request<Incoming>, roster: &Roster) -> String {
+    let param = |key: &str| {
+        req.uri().query().unwrap_or("").split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+    };
+    let offset: usize = param("offset").unwrap_or(0);
+    let limit: usize = param("limit").unwrap_or(100).min(MAX_PAGE);
+    #[derive(serde::Serialize)]
+    struct Entry<'a> {
+        listener: &'a str,
+        #[serde(flatten)]
+        conn: crate::stats::Connection,
+    }
+    let tenants = roster.tenants();
+    let all: Vec<(&str, crate::stats::Connection)> =
+        tenants.iter().flat_map(|t| t.stats.connections().into_iter().map(|c| (&*t.name, c))).collect();
+    let page: Vec<Entry> =
+        all.iter().skip(offset).take(limit).map(|(listener, conn)| Entry { listener, conn: conn.clone() }).collect();
+    let body = serde_json::json!({ "total": all.len(), "offset": offset, "limit": limit, "connections": page });
+    format!("{body}\n")
+}
+
 fn respond(req: &Request<Incoming>, roster: &Arc<Roster>, draining: bool) -> Response<Full<Bytes>> {
     let (status, kind, body) = match (req.method(), req.uri().path()) {
+        (&hyper::Method::GET, "/connections") => (StatusCode::OK, "application/json", connections(req, roster)),
         (&hyper::Method::GET, "/metrics") if wants_openmetrics(req) => {
             (StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", render(roster))
         }
@@ -237,7 +265,9 @@ fn respond(req: &Request<Incoming>, roster: &Arc<Roster>, draining: bool) -> Res
             (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n".into())
         }
         (&hyper::Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".into()),
-        (&hyper::Method::GET, _) => (StatusCode::NOT_FOUND, "text/plain", "try /metrics or /healthz\n".into()),
+        (&hyper::Method::GET, _) => {
+            (StatusCode::NOT_FOUND, "text/plain", "try /metrics, /healthz or /connections\n".into())
+        }
         _ => (StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into()),
     };
     let mut reply = Response::new(Full::new(Bytes::from(body)));

@@ -12,7 +12,7 @@ use crate::shutdown::Stop;
 use crate::tenant::Tenant;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
@@ -28,6 +28,8 @@ pub struct Server {
     events: Events,
     stop: Stop,
     grace: Duration,
+    /// Set by [`ShutdownHandle::drain`].
+    gentle: Arc<AtomicBool>,
     reloads: (mpsc::Sender<ReloadRequest>, mpsc::Receiver<ReloadRequest>),
 }
 
@@ -55,14 +57,26 @@ impl ReloadHandle {
 
 /// Triggers `serverShutdown` from anywhere; cloneable.
 #[derive(Clone, Debug)]
-pub struct ShutdownHandle(CancellationToken);
+pub struct ShutdownHandle {
+    token: CancellationToken,
+    gentle: Arc<AtomicBool>,
+}
 
 impl ShutdownHandle {
     /// Stop accepting, send `shutdown-csa(server-shutdown)` to every live
     /// handler, flush what they queued, close. [`Server::run`] returns once
     /// every connection is closed, or the grace period is over.
     pub fn shutdown(&self) {
-        self.0.cancel();
+        self.token.cancel();
+    }
+
+    /// Stop accepting and let live connections end on their own within the
+    /// grace period; those still open then get `server-shutdown` and are
+    /// closed. For an upgrade: a successor accepts on the same sockets, so
+    /// nothing a client sent to this process is cut short meanwhile.
+    pub fn drain(&self) {
+        self.gentle.store(true, Ordering::Release);
+        self.token.cancel();
     }
 }
 
@@ -100,6 +114,7 @@ impl Server {
             events: Events::new(),
             stop: Stop::default(),
             grace: config.grace,
+            gentle: Arc::default(),
             reloads: mpsc::channel(4),
         })
     }
@@ -130,7 +145,7 @@ impl Server {
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle(self.stop.token.clone())
+        ShutdownHandle { token: self.stop.token.clone(), gentle: self.gentle.clone() }
     }
 
     pub fn reload_handle(&self) -> ReloadHandle {
@@ -186,10 +201,21 @@ impl Server {
             };
             let _ = reply.send(result);
         }
-        self.stop.tell_connections();
         tasks.close();
-        info!(connections = tasks.len(), grace = ?self.grace, "server shutdown: draining connections");
-        if tokio::time::timeout(self.grace, tasks.wait()).await.is_err() {
+        let gentle = self.gentle.load(Ordering::Acquire);
+        if gentle {
+            info!(connections = tasks.len(), grace = ?self.grace, "draining: waiting for connections to end");
+            if tokio::time::timeout(self.grace, tasks.wait()).await.is_ok() {
+                drop(metrics);
+                info!("server stopped");
+                return Ok(());
+            }
+        }
+        self.stop.tell_connections();
+        // A gentle drain has used its grace already: a short one for the goodbyes.
+        let grace = if gentle { Duration::from_secs(1).min(self.grace) } else { self.grace };
+        info!(connections = tasks.len(), ?grace, "server shutdown: draining connections");
+        if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
             warn!(connections = tasks.len(), "grace period over; closing the connections still open");
             self.stop.abort_connections();
             tasks.wait().await;

@@ -6,11 +6,12 @@
 //! under one lock, so a counter never goes back when a connection ends.
 
 use crate::events::{REASON_KINDS, ShutdownReason};
-use crate::outbox::Link;
+use crate::outbox::{Link, WriteState};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The inbox calls, as `pier_call_seconds{call}` names them.
 pub const CALLS: [&str; 6] = ["new-csa", "data", "end-of-input", "writable", "message", "shutdown-csa"];
@@ -113,10 +114,31 @@ pub(crate) struct ListenerStats {
 #[derive(Default)]
 struct Live {
     accepted: u64,
-    conns: HashMap<u64, Arc<Link>>,
+    conns: HashMap<u64, LiveConn>,
     /// What the connections that ended received and sent.
     ended_received: u64,
     ended_sent: u64,
+}
+
+struct LiveConn {
+    link: Arc<Link>,
+    peer: SocketAddr,
+    since: Instant,
+}
+
+/// One live connection, as the admin view lists it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Connection {
+    pub id: u64,
+    pub peer: String,
+    pub age_seconds: f64,
+    pub received_bytes: u64,
+    pub sent_bytes: u64,
+    /// Bytes in its outbox, not yet taken by the socket.
+    pub queued_bytes: usize,
+    /// `open`, `finishing` (flushing, then closing) or `closed`.
+    pub state: &'static str,
+    pub reading_paused: bool,
 }
 
 /// The counters at one moment.
@@ -140,10 +162,10 @@ impl ListenerStats {
 
     /// Counts a connection in (accepted, open) until the guard is dropped;
     /// then its bytes join the ended connections' sums.
-    pub(crate) fn connect(self: &Arc<Self>, id: u64, link: &Arc<Link>) -> Counted {
+    pub(crate) fn connect(self: &Arc<Self>, id: u64, link: &Arc<Link>, peer: SocketAddr) -> Counted {
         let mut live = self.live();
         live.accepted += 1;
-        live.conns.insert(id, link.clone());
+        live.conns.insert(id, LiveConn { link: link.clone(), peer, since: Instant::now() });
         Counted { stats: self.clone(), id }
     }
 
@@ -173,17 +195,45 @@ impl ListenerStats {
     /// Rings `bits` on every live connection's doorbell (a listener removed
     /// by a reload tells its connections to finish, then to close).
     pub(crate) fn ring_all(&self, bits: u8) {
-        for link in self.live().conns.values() {
-            link.doorbell.ring(bits);
+        for conn in self.live().conns.values() {
+            conn.link.doorbell.ring(bits);
         }
+    }
+
+    /// The live connections, by id.
+    pub(crate) fn connections(&self) -> Vec<Connection> {
+        let live = self.live();
+        let mut list: Vec<Connection> = live
+            .conns
+            .iter()
+            .map(|(&id, c)| {
+                let outbox = c.link.outbox();
+                Connection {
+                    id,
+                    peer: c.peer.to_string(),
+                    age_seconds: c.since.elapsed().as_secs_f64(),
+                    received_bytes: c.link.received.load(Ordering::Relaxed),
+                    sent_bytes: outbox.sent,
+                    queued_bytes: outbox.queued(),
+                    state: match outbox.state {
+                        WriteState::Open => "open",
+                        WriteState::Finishing => "finishing",
+                        WriteState::Closed => "closed",
+                    },
+                    reading_paused: outbox.reading_paused,
+                }
+            })
+            .collect();
+        list.sort_by_key(|c| c.id);
+        list
     }
 
     pub(crate) fn snapshot(&self) -> Snapshot {
         let live = self.live();
         let (mut received, mut sent) = (live.ended_received, live.ended_sent);
-        for link in live.conns.values() {
-            received += link.received.load(Ordering::Relaxed);
-            sent += link.outbox().sent;
+        for conn in live.conns.values() {
+            received += conn.link.received.load(Ordering::Relaxed);
+            sent += conn.link.outbox().sent;
         }
         Snapshot {
             accepted: live.accepted,
@@ -206,9 +256,9 @@ pub(crate) struct Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         let mut live = self.stats.live();
-        if let Some(link) = live.conns.remove(&self.id) {
-            live.ended_received += link.received.load(Ordering::Relaxed);
-            live.ended_sent += link.outbox().sent;
+        if let Some(conn) = live.conns.remove(&self.id) {
+            live.ended_received += conn.link.received.load(Ordering::Relaxed);
+            live.ended_sent += conn.link.outbox().sent;
         }
     }
 }
@@ -217,13 +267,15 @@ impl Drop for Counted {
 mod tests {
     use super::*;
 
+    const PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
+
     #[test]
     fn bytes_of_live_and_ended_connections_add_up_and_never_go_back() {
         let stats = Arc::new(ListenerStats::default());
         let a = Link::new(10, 5);
         let b = Link::new(10, 5);
-        let counted_a = stats.connect(1, &a);
-        let _counted_b = stats.connect(2, &b);
+        let counted_a = stats.connect(1, &a, PEER);
+        let _counted_b = stats.connect(2, &b, PEER);
         a.received.fetch_add(7, Ordering::Relaxed);
         b.received.fetch_add(3, Ordering::Relaxed);
         a.outbox().sent += 5;

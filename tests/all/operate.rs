@@ -341,3 +341,33 @@ fn systemd_hears_ready_reloading_and_stopping() {
     assert_eq!(next(), "STOPPING=1");
     assert!(pier.wait(STEP).is_some_and(|s| s.success()));
 }
+
+/// `GET /connections` lists the live connections as JSON, a page at a time,
+/// with what each has moved.
+#[test]
+fn connections_are_listed_a_page_at_a_time() {
+    let pier = Pier::serve("echo", &["--metrics", "127.0.0.1:0"]);
+    let base = format!("http://{}/connections", pier.metrics.unwrap());
+    let mut held: Vec<TcpStream> = (0..3).map(|_| connect(pier.addr())).collect();
+    held[1].write_all(&[b'x'; 1000]).unwrap();
+    assert_eq!(read_n(&mut held[1], 1000).len(), 1000);
+    let deadline = Instant::now() + STEP;
+    let all: serde_json::Value = loop {
+        let v: serde_json::Value = serde_json::from_str(&curl(&format!("{base}?limit=10"), &[])).unwrap();
+        if v["total"] == 3 {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "never 3 connections: {v}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let conns = all["connections"].as_array().unwrap();
+    assert_eq!(conns.len(), 3);
+    assert!(conns.iter().all(|c| c["listener"] == "main" && c["state"] == "open"), "{all}");
+    assert!(conns.iter().any(|c| c["received_bytes"] == 1000 && c["sent_bytes"] == 1000), "{all}");
+    let ids: Vec<u64> = conns.iter().map(|c| c["id"].as_u64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "by id: {ids:?}");
+    let page: serde_json::Value = serde_json::from_str(&curl(&format!("{base}?offset=2&limit=2"), &[])).unwrap();
+    assert_eq!(page["total"], 3);
+    assert_eq!(page["connections"].as_array().unwrap().len(), 1, "{page}");
+    assert_eq!(page["connections"][0]["id"].as_u64(), Some(ids[2]));
+}

@@ -16,6 +16,16 @@ pub fn load(path: &Path) -> anyhow::Result<ServerConfig> {
 /// [`load`], with `pier serve`'s flags laid over the file: server flags over
 /// its top level, listener flags over every one of its listeners.
 pub fn load_with(path: &Path, server: &Settings, listener: &ListenerSettings) -> anyhow::Result<ServerConfig> {
+    // An error may quote a value as given, newlines and all: keep it one line.
+    load_unflattened(path, server, listener).map_err(|e| anyhow::anyhow!("{}", one_line(&format!("{e:#}"))))
+}
+
+/// A message with its line breaks shown as `\n`.
+fn one_line(message: &str) -> String {
+    message.replace('\r', "\\r").replace('\n', "\\n")
+}
+
+fn load_unflattened(path: &Path, server: &Settings, listener: &ListenerSettings) -> anyhow::Result<ServerConfig> {
     let shown = path.display();
     let base = path.parent().unwrap_or(Path::new("."));
     let mut config = read(path)?.resolve(base).with_context(|| shown.to_string())?;

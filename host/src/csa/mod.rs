@@ -53,7 +53,7 @@ pub(crate) struct Accepted {
 pub(crate) async fn serve(conn: Accepted, tenant: Arc<Tenant>, stop: Stop) -> ShutdownReason {
     let Accepted { stream, id, peer, local, link } = conn;
     let _registration = stop.register(id, &link);
-    let _counted = tenant.stats.connect(id, &link);
+    let _counted = tenant.stats.connect(id, &link, peer);
     let subscriber = tenant.subscriber();
     // Boxed: instantiation is done before the connection idles, and its
     // state would otherwise enlarge every live connection's task.
