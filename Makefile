@@ -3,7 +3,7 @@
 #   make test   install what the tests need, build, run the whole suite
 
 CARGO   ?= cargo
-GUESTS  := echo chargen chat fortune http-server resp counter flow misbehave hostile wrong-world
+GUESTS  := echo chargen chat fortune http-server resp counter flow chaos misbehave hostile wrong-world
 WASM    := target/wasm32-wasip2/release
 PIER    := target/release/pier
 BENCH   := target/release/pier-bench
@@ -14,9 +14,9 @@ BENCH   := target/release/pier-bench
 # `--bins` on build: the guests' cdylibs do not link natively.
 NATIVE   := pier pier-bench pier-guest resp http-server
 # What the tests and benchmarks run besides pier (nc, socat, curl, wrk,
-# redis-cli, redis-benchmark, redis-server, promtool); running pier needs none
-# of them.
-TEST_APT := netcat-openbsd socat curl wrk redis-tools redis-server prometheus
+# redis-cli, redis-benchmark, redis-server, promtool, systemd-socket-activate);
+# running pier needs none of them.
+TEST_APT := netcat-openbsd socat curl wrk redis-tools redis-server prometheus systemd
 # The `wasmtime serve` baseline of `make bench`: the CLI of the host's wasmtime
 # version, built once into target/tools: `run` and `serve` only (serve does not
 # compile without component-model-async), no other tools or proposals; clap's
@@ -24,7 +24,7 @@ TEST_APT := netcat-openbsd socat curl wrk redis-tools redis-server prometheus
 WASMTIME_VERSION := 48.0.8
 WASMTIME := target/tools/bin/wasmtime
 
-.PHONY: all setup setup-run setup-test build run test bench bench-tools bench-smoke lint fmt clean
+.PHONY: all setup setup-run setup-test build run test fuzz bench bench-tools bench-smoke lint fmt clean
 
 all: build
 
@@ -66,6 +66,16 @@ run: build
 test: setup-test build
 	$(CARGO) test --release $(addprefix -p ,$(NATIVE)) -- --test-threads=4
 	$(MAKE) bench-smoke
+
+## fuzz: the property tests with many more cases (PROPTEST_CASES, default 100000) and
+## the host fuzz with more connections (HOST_FUZZ_CONNECTIONS, default 5000, from a new
+## HOST_FUZZ_SEED each run): minutes, not in CI; failing inputs are kept in tests/fuzz-corpus/
+fuzz: setup-test build
+	PROPTEST_CASES=$${PROPTEST_CASES:-100000} $(CARGO) test --release $(addprefix -p ,$(NATIVE)) --lib
+	PROPTEST_CASES=$${PROPTEST_CASES:-100000} $(CARGO) test --release $(addprefix -p ,$(NATIVE)) --test all -- properties
+	seed=$${HOST_FUZZ_SEED:-$$(date +%s)}; echo "host fuzz: HOST_FUZZ_SEED=$$seed"; \
+	HOST_FUZZ_SEED=$$seed HOST_FUZZ_CONNECTIONS=$${HOST_FUZZ_CONNECTIONS:-5000} \
+		$(CARGO) test --release $(addprefix -p ,$(NATIVE)) --test all -- host_fuzz --nocapture
 
 ## bench: pier + echo guest vs a native tokio echo, one run (~2 min); prints the
 ## table and writes bench/results/latest.{md,json,svg}

@@ -10,6 +10,7 @@ mod echo;
 mod embed;
 mod faults;
 mod flow;
+mod host_fuzz;
 mod hostile;
 mod http;
 mod http_conformance;

@@ -432,3 +432,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "parse_props.rs"]
+mod props;
