@@ -48,6 +48,8 @@ struct Reading {
     kv: crate::services::keyvalue::Usage,
     mail_bytes: u64,
     mail_max: u64,
+    published: u64,
+    dropped: u64,
 }
 
 impl Collector for Listeners {
@@ -62,13 +64,21 @@ impl Collector for Listeners {
                 kv: t.store.usage(),
                 mail_bytes: t.mail_budget.used() as u64,
                 mail_max: t.mail_budget.max() as u64,
+                published: t.mail_budget.published.load(Ordering::Relaxed),
+                dropped: t.mail_budget.dropped.load(Ordering::Relaxed),
             })
             .collect();
         type Pick = fn(&Reading) -> u64;
-        let counters: [(&str, &str, Pick); 3] = [
+        let counters: [(&str, &str, Pick); 5] = [
             ("pier_connections_accepted", "Connections accepted.", |r| r.stats.accepted),
             ("pier_received_bytes", "Bytes read from peers.", |r| r.stats.received_bytes),
             ("pier_sent_bytes", "Bytes written to peers.", |r| r.stats.sent_bytes),
+            ("pier_backplane_published", "Backplane messages the listener's connections published.", |r| r.published),
+            (
+                "pier_backplane_dropped",
+                "Backplane messages lost: to the listener's full mailboxes or budget, or too large.",
+                |r| r.dropped,
+            ),
         ];
         for (name, help, pick) in counters {
             let mut metric = encoder.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;

@@ -371,3 +371,21 @@ fn connections_are_listed_a_page_at_a_time() {
     assert_eq!(page["connections"].as_array().unwrap().len(), 1, "{page}");
     assert_eq!(page["connections"][0]["id"].as_u64(), Some(ids[2]));
 }
+
+/// The backplane counters: what a listener's connections published, and
+/// what was lost (here: messages over the 64 KiB a message may have).
+#[test]
+fn backplane_publishes_and_drops_are_counted() {
+    let pier = Pier::serve("hostile", &["--metrics", "127.0.0.1:0"]);
+    let mut s = connect(pier.addr());
+    s.write_all(b"publish news 3 100\npublish news 2 100000\n").unwrap();
+    let mut lines = std::io::BufReader::new(s.try_clone().unwrap());
+    for want in ["published 3\n", "published 2\n"] {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut lines, &mut line).unwrap();
+        assert_eq!(line, want);
+    }
+    let text = scrape(pier.metrics.unwrap());
+    assert_eq!(sample(&text, "pier_backplane_published_total{listener=\"main\"}"), Some(5), "{text}");
+    assert_eq!(sample(&text, "pier_backplane_dropped_total{listener=\"main\"}"), Some(2), "{text}");
+}

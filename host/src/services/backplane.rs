@@ -61,16 +61,21 @@ impl Mailbox {
 }
 
 /// Undelivered bytes one listener's connections hold in all, against its
-/// `backplane-max-bytes`.
+/// `backplane-max-bytes`; and what they published and lost, for the metrics.
 #[derive(Debug)]
 pub(crate) struct Budget {
     max: usize,
     bytes: AtomicUsize,
+    /// Messages this listener's connections published.
+    pub(crate) published: AtomicU64,
+    /// Messages lost: to this listener's full mailboxes or budget, or too
+    /// large when one of its connections published them.
+    pub(crate) dropped: AtomicU64,
 }
 
 impl Budget {
     pub(crate) fn new(max: usize) -> Self {
-        Self { max, bytes: AtomicUsize::new(0) }
+        Self { max, bytes: AtomicUsize::new(0), published: AtomicU64::new(0), dropped: AtomicU64::new(0) }
     }
 
     fn take(&self, n: usize) -> bool {
@@ -129,7 +134,9 @@ impl Subscriber {
             } else {
                 mailbox.dropped += 1;
             }
-            mailbox.dropped > before
+            let lost = mailbox.dropped - before;
+            self.budget.dropped.fetch_add(lost, Ordering::Relaxed);
+            lost > 0
         };
         self.waker.wake();
         lost
@@ -247,7 +254,9 @@ impl Client {
 
 impl Host for Client {
     fn publish(&mut self, topic: String, message: Vec<u8>) {
+        self.subscriber.budget.published.fetch_add(1, Ordering::Relaxed);
         if message.len() > MAX_MESSAGE {
+            self.subscriber.budget.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(len = message.len(), "backplane: message too large, dropped");
             return;
         }
