@@ -253,6 +253,46 @@ pub(crate) async fn accept_loop(
     info!(listener = &*name, "stopped accepting");
 }
 
+/// Clients waiting in each listening socket's accept queue, by bound
+/// address, as Linux reports them (`/proc/net/tcp{,6}`: a listening
+/// socket's `rx_queue` is its accept backlog). These are the clients
+/// `max-connections` holds back (or that arrived since the last accept).
+pub(crate) fn accept_queues() -> HashMap<SocketAddr, u64> {
+    let mut queues = HashMap::new();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(file) else { continue };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // sl, local_address, rem_address, st, tx_queue:rx_queue, ...
+            if fields.len() < 5 || fields[3] != "0A" {
+                continue;
+            }
+            let rx = fields[4].split_once(':').and_then(|(_, rx)| u64::from_str_radix(rx, 16).ok());
+            if let (Some(addr), Some(rx)) = (proc_addr(fields[1]), rx) {
+                queues.insert(addr, rx);
+            }
+        }
+    }
+    queues
+}
+
+/// An address as /proc/net/tcp writes it: the IP as native-endian 32-bit
+/// words in hex, `:`, the port in hex.
+fn proc_addr(text: &str) -> Option<SocketAddr> {
+    let (ip, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let words: Option<Vec<[u8; 4]>> = (0..ip.len() / 8)
+        .map(|i| u32::from_str_radix(ip.get(i * 8..i * 8 + 8)?, 16).ok().map(u32::to_ne_bytes))
+        .collect();
+    let bytes: Vec<u8> = words?.concat();
+    let ip: std::net::IpAddr = match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok()?.into(),
+        16 => <[u8; 16]>::try_from(bytes).ok()?.into(),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
 /// How long the accept loop waits after a failed accept (out of file
 /// descriptors, say) before it tries again.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
@@ -295,4 +335,24 @@ fn start(stream: TcpStream, peer: SocketAddr, tenant: &Tenant, events: &Events) 
 /// The bound address, for the `listening` line.
 pub(crate) fn local_addr(listener: &TcpListener, name: &str) -> anyhow::Result<SocketAddr> {
     listener.local_addr().with_context(|| format!("listener `{name}`: reading the bound address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_tcp_addresses_read_back() {
+        assert_eq!(proc_addr("0100007F:1F90"), Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(proc_addr("00000000000000000000000001000000:0050"), Some("[::1]:80".parse().unwrap()));
+        assert_eq!(proc_addr("zz:1"), None);
+    }
+
+    #[test]
+    fn a_full_accept_queue_is_seen() {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        let _waiting: Vec<_> = (0..3).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+        assert_eq!(accept_queues().get(&addr), Some(&3));
+    }
 }

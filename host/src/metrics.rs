@@ -50,15 +50,19 @@ struct Reading {
     mail_max: u64,
     published: u64,
     dropped: u64,
+    waiting: u64,
 }
 
 impl Collector for Listeners {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let queues = crate::listener::accept_queues();
         let readings: Vec<Reading> = self
             .0
-            .tenants()
+            .slots()
             .iter()
-            .map(|t| Reading {
+            .map(|slot| (slot.current(), queues.get(&slot.addr).copied().unwrap_or(0)))
+            .map(|(t, waiting)| Reading {
+                waiting,
                 name: t.name.clone(),
                 stats: t.stats.snapshot(),
                 kv: t.store.usage(),
@@ -86,8 +90,13 @@ impl Collector for Listeners {
                 ConstCounter::new(pick(r)).encode(metric.encode_family(&[("listener", &*r.name)])?)?;
             }
         }
-        let gauges: [(&str, &str, Pick); 7] = [
+        let gauges: [(&str, &str, Pick); 8] = [
             ("pier_connections_open", "Connections open now.", |r| r.stats.open),
+            (
+                "pier_connections_waiting",
+                "Clients in the listening socket's accept queue: held back by max-connections, or not yet accepted.",
+                |r| r.waiting,
+            ),
             ("pier_kv_bytes", "Bytes the listener's key-value store holds, as kv-max-bytes counts them.", |r| {
                 r.kv.bytes
             }),

@@ -389,3 +389,15 @@ fn backplane_publishes_and_drops_are_counted() {
     assert_eq!(sample(&text, "pier_backplane_published_total{listener=\"main\"}"), Some(5), "{text}");
     assert_eq!(sample(&text, "pier_backplane_dropped_total{listener=\"main\"}"), Some(2), "{text}");
 }
+
+/// Clients held in the backlog by `max-connections` show as waiting.
+#[test]
+fn clients_held_by_max_connections_show_as_waiting() {
+    let pier = Pier::serve("echo", &["--metrics", "127.0.0.1:0", "--max-connections", "1"]);
+    let mut first = connect(pier.addr());
+    first.write_all(b"in\n").unwrap();
+    assert_eq!(read_n(&mut first, 3), b"in\n");
+    let _held: Vec<TcpStream> = (0..3).map(|_| connect(pier.addr())).collect();
+    let text = scrape_until(pier.metrics.unwrap(), "pier_connections_waiting{listener=\"main\"}", 3);
+    assert_eq!(sample(&text, "pier_connections_open{listener=\"main\"}"), Some(1), "{text}");
+}
