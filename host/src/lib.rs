@@ -74,4 +74,4 @@ pub use listener::Inherited;
 pub use os_limits::raise_open_files_limit;
 pub use outbox::{CsaHandle, SendError};
 pub use sandbox::MemoryLimitExceeded;
-pub use server::{METRICS_SOCKET, ReloadHandle, Server, ShutdownHandle};
+pub use server::{ListeningSockets, METRICS_SOCKET, ReloadHandle, Server, ShutdownHandle};

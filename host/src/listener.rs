@@ -141,12 +141,15 @@ pub(crate) struct Slot {
     room: Arc<Semaphore>,
     retired: CancellationToken,
     pub(crate) addr: SocketAddr,
+    /// The listening socket's descriptor (the accept loop owns the socket;
+    /// the slot leaves the roster when the loop ends), for a successor.
+    pub(crate) fd: std::os::fd::RawFd,
 }
 
 impl Slot {
-    pub(crate) fn new(tenant: Arc<Tenant>, addr: SocketAddr) -> Arc<Self> {
+    pub(crate) fn new(tenant: Arc<Tenant>, addr: SocketAddr, fd: std::os::fd::RawFd) -> Arc<Self> {
         let room = Arc::new(Semaphore::new(tenant.config.max_connections as usize));
-        Arc::new(Self { tenant: Mutex::new(tenant), room, retired: CancellationToken::new(), addr })
+        Arc::new(Self { tenant: Mutex::new(tenant), room, retired: CancellationToken::new(), addr, fd })
     }
 
     /// The tenant a connection accepted now gets.

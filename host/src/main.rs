@@ -113,11 +113,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         announce(server.metrics_addr(), &server.local_addrs());
         handed.ready();
         notify::notify("READY=1");
-        let (sockets, stop) = (server.listening_fds(), server.shutdown_handle());
+        let (sockets, stop) = (server.sockets(), server.shutdown_handle());
         tokio::spawn(async move {
             while upgrade.recv().await.is_some() {
                 tracing::info!(exe = %exe.display(), "SIGUSR2: starting a successor with the listening sockets");
-                let (exe, sockets) = (exe.clone(), sockets.clone());
+                let (exe, sockets) = (exe.clone(), sockets.fds());
                 match tokio::task::spawn_blocking(move || handoff::start_successor(&exe, &sockets)).await {
                     Ok(Ok(pid)) => {
                         tracing::info!(successor = pid, "upgrade: the successor serves; draining and exiting");

@@ -11,6 +11,7 @@ use crate::sandbox::engine::{self, PoolSize};
 use crate::shutdown::Stop;
 use crate::tenant::Tenant;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -23,7 +24,9 @@ use tracing::{info, warn};
 
 /// A pier server with every listener bound, ready to [`run`](Self::run).
 pub struct Server {
-    listeners: Vec<(TcpListener, Arc<Tenant>, SocketAddr)>,
+    listeners: Vec<(TcpListener, Arc<Slot>)>,
+    /// The listeners being served: these, then as reloads change them.
+    roster: Arc<Roster>,
     metrics: Option<(TcpListener, SocketAddr)>,
     events: Events,
     stop: Stop,
@@ -98,8 +101,11 @@ impl Server {
             let socket = listener::bind_or_inherit(&tenant.config, &mut inherited)?;
             let addr = listener::local_addr(&socket, &tenant.name)?;
             info!(listener = &*tenant.name, %addr, plugin = %tenant.config.plugin.display(), "listening");
-            listeners.push((socket, tenant, addr));
+            let slot = Slot::new(tenant, addr, socket.as_raw_fd());
+            listeners.push((socket, slot));
         }
+        let roster = Arc::new(Roster::default());
+        roster.set(listeners.iter().map(|(_, slot)| slot.clone()).collect());
         let metrics = match (config.metrics, inherited.take(METRICS_SOCKET)?) {
             (Some(_), Some(socket)) => {
                 let addr = socket.local_addr()?;
@@ -110,6 +116,7 @@ impl Server {
         };
         Ok(Self {
             listeners,
+            roster,
             metrics,
             events: Events::new(),
             stop: Stop::default(),
@@ -119,14 +126,10 @@ impl Server {
         })
     }
 
-    /// Every listening socket's name and fd (the metrics one as
-    /// [`METRICS_SOCKET`]), for handing them to a successor.
-    pub fn listening_fds(&self) -> Vec<(String, std::os::fd::RawFd)> {
-        use std::os::fd::AsRawFd;
-        let mut fds: Vec<_> =
-            self.listeners.iter().map(|(socket, tenant, _)| (tenant.name.to_string(), socket.as_raw_fd())).collect();
-        fds.extend(self.metrics.iter().map(|(socket, _)| (METRICS_SOCKET.to_string(), socket.as_raw_fd())));
-        fds
+    /// The listening sockets, as they stand when asked (reloads add and
+    /// remove listeners), for handing them to a successor.
+    pub fn sockets(&self) -> ListeningSockets {
+        ListeningSockets { roster: self.roster.clone(), metrics: self.metrics.as_ref().map(|(s, _)| s.as_raw_fd()) }
     }
 
     /// Where `/metrics` is served, if anywhere.
@@ -136,7 +139,7 @@ impl Server {
 
     /// Each listener's name and bound address, in configuration order.
     pub fn local_addrs(&self) -> Vec<(Arc<str>, SocketAddr)> {
-        self.listeners.iter().map(|(_, tenant, addr)| (tenant.name.clone(), *addr)).collect()
+        self.listeners.iter().map(|(_, slot)| (slot.current().name.clone(), slot.addr)).collect()
     }
 
     /// The stream of `NewCsa` / `ShutdownCsa` events from now on.
@@ -157,12 +160,11 @@ impl Server {
     /// open when the grace period ends are closed.
     pub async fn run(self) -> anyhow::Result<()> {
         let tasks = TaskTracker::new();
-        let roster = Arc::new(Roster::default());
+        let roster = self.roster;
         let metrics = self.metrics.map(|(socket, _)| {
             AbortOnDrop(tokio::spawn(metrics::serve(socket, roster.clone(), self.stop.token.clone())))
         });
-        let start = |socket, tenant, addr| {
-            let slot = Slot::new(tenant, addr);
+        let start = |socket: TcpListener, slot: Arc<Slot>| {
             tasks.spawn(listener::accept_loop(
                 socket,
                 slot.clone(),
@@ -172,7 +174,9 @@ impl Server {
             ));
             slot
         };
-        roster.set(self.listeners.into_iter().map(|(socket, tenant, addr)| start(socket, tenant, addr)).collect());
+        for (socket, slot) in self.listeners {
+            start(socket, slot);
+        }
         let (_, mut requests) = self.reloads;
         loop {
             let (config, reply) = tokio::select! {
@@ -187,7 +191,10 @@ impl Server {
                 Ok(plan) => {
                     let summary = plan.apply(self.grace);
                     let mut serving = plan.serving();
-                    serving.extend(plan.bound.into_iter().map(|(socket, tenant, addr)| start(socket, tenant, addr)));
+                    for (socket, tenant, addr) in plan.bound {
+                        let slot = Slot::new(tenant, addr, socket.as_raw_fd());
+                        serving.push(start(socket, slot));
+                    }
                     roster.set(serving);
                     roster.reloads_ok.fetch_add(1, Ordering::Relaxed);
                     info!(%summary, "reloaded");
@@ -223,6 +230,23 @@ impl Server {
         drop(metrics);
         info!("server stopped");
         Ok(())
+    }
+}
+
+/// Where the listening sockets are, for a successor (see [`Server::sockets`]).
+#[derive(Clone)]
+pub struct ListeningSockets {
+    roster: Arc<Roster>,
+    metrics: Option<RawFd>,
+}
+
+impl ListeningSockets {
+    /// Each listener's name and socket fd now, and the metrics one as
+    /// [`METRICS_SOCKET`].
+    pub fn fds(&self) -> Vec<(String, RawFd)> {
+        let mut fds: Vec<_> = self.roster.slots().iter().map(|s| (s.current().name.to_string(), s.fd)).collect();
+        fds.extend(self.metrics.map(|fd| (METRICS_SOCKET.to_string(), fd)));
+        fds
     }
 }
 

@@ -401,3 +401,36 @@ fn clients_held_by_max_connections_show_as_waiting() {
     let text = scrape_until(pier.metrics.unwrap(), "pier_connections_waiting{listener=\"main\"}", 3);
     assert_eq!(sample(&text, "pier_connections_open{listener=\"main\"}"), Some(1), "{text}");
 }
+
+/// A listener a reload added is handed to the successor too: the upgrade
+/// hands over the sockets as they stand, not as they were at start.
+#[test]
+fn an_upgrade_after_a_reload_hands_over_the_new_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = "[[listener]]\nname = \"first\"\nlisten = \"127.0.0.1:0\"\nplugin = \"{guest:echo}\"\n";
+    let cfg = config_file(dir.path(), one);
+    let mut pier = Pier::start(&["--config", &cfg], 1);
+    config_file(
+        dir.path(),
+        &format!("{one}[[listener]]\nname = \"added\"\nlisten = \"127.0.0.1:0\"\nplugin = \"{{guest:echo}}\"\n"),
+    );
+    pier.signal(libc::SIGHUP);
+    let log = pier.wait_for_log("1 bound");
+    let added: SocketAddr = log
+        .lines()
+        .find(|l| l.contains("listening") && l.contains("listener=\"added\""))
+        .and_then(|l| l.split("addr=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .expect("the added listener's address");
+    pier.signal(libc::SIGUSR2);
+    let log = pier.wait_for_log("upgrade: the successor serves");
+    let successor: i32 = log
+        .lines()
+        .find(|l| l.contains("upgrade: the successor serves"))
+        .and_then(|l| l.split("successor=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .expect("the successor's pid");
+    let _successor = KillOnDrop(successor);
+    assert!(pier.wait(STEP).is_some_and(|s| s.success()));
+    assert_eq!(pier.stderr().matches("using an inherited socket").count(), 2, "{}", pier.stderr());
+    assert_eq!(exchange(added, b"still here\n"), b"still here\n", "the successor serves the added listener");
+    assert_eq!(exchange(pier.addrs[0].1, b"and here\n"), b"and here\n");
+}

@@ -111,7 +111,8 @@ impl Resp {
         }
         // A large value announced: make room for all of it at once rather
         // than doubling the buffer as it arrives (which could need twice its
-        // size). The parser bounds `need` by MAX_REQUEST.
+        // size). The parser bounds `need` by MAX_REQUEST, plus one unfinished
+        // `$length` line (MAX_INLINE): `parse_props` checks it.
         self.buf.reserve_exact(need.saturating_sub(self.buf.len()));
         if self.stalled {
             out.pause_reading();
