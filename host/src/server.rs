@@ -208,25 +208,7 @@ impl Server {
             };
             let _ = reply.send(result);
         }
-        tasks.close();
-        let gentle = self.gentle.load(Ordering::Acquire);
-        if gentle {
-            info!(connections = tasks.len(), grace = ?self.grace, "draining: waiting for connections to end");
-            if tokio::time::timeout(self.grace, tasks.wait()).await.is_ok() {
-                drop(metrics);
-                info!("server stopped");
-                return Ok(());
-            }
-        }
-        self.stop.tell_connections();
-        // A gentle drain has used its grace already: a short one for the goodbyes.
-        let grace = if gentle { Duration::from_secs(1).min(self.grace) } else { self.grace };
-        info!(connections = tasks.len(), ?grace, "server shutdown: draining connections");
-        if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
-            warn!(connections = tasks.len(), "grace period over; closing the connections still open");
-            self.stop.abort_connections();
-            tasks.wait().await;
-        }
+        drain(&tasks, &self.stop, self.grace, self.gentle.load(Ordering::Acquire)).await;
         drop(metrics);
         info!("server stopped");
         Ok(())
@@ -252,6 +234,27 @@ impl ListeningSockets {
 
 /// The name the metrics endpoint's socket goes by among inherited ones.
 pub const METRICS_SOCKET: &str = "pier-metrics";
+
+/// Waits for the connections to end: `gentle`, on their own within `grace`
+/// first (an upgrade); then told `server-shutdown`, and closed once the
+/// grace period (a short one after a gentle wait) is over.
+async fn drain(tasks: &TaskTracker, stop: &Stop, grace: Duration, gentle: bool) {
+    tasks.close();
+    if gentle {
+        info!(connections = tasks.len(), ?grace, "draining: waiting for connections to end");
+        if tokio::time::timeout(grace, tasks.wait()).await.is_ok() {
+            return;
+        }
+    }
+    stop.tell_connections();
+    let grace = if gentle { Duration::from_secs(1).min(grace) } else { grace };
+    info!(connections = tasks.len(), ?grace, "server shutdown: draining connections");
+    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+        warn!(connections = tasks.len(), "grace period over; closing the connections still open");
+        stop.abort_connections();
+        tasks.wait().await;
+    }
+}
 
 /// Binds the metrics address, naming it if that fails.
 async fn bind_metrics(addr: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
