@@ -13,15 +13,19 @@
 //! - `services`: what a listener's connections share (backplane, key-value
 //!   store, `config` table), each with a client per connection.
 //! - `sandbox`: the engine, loading plugins, a store's contents, limits.
+//! - [`events`]: the `NewCsa` / `ShutdownCsa` stream for embedders.
+//! - `stats`: what each listener counts, cheaply on the hot path.
 //! - `tenant`: what one listener's connections share, and making a store.
 //! - `shutdown`: how `serverShutdown` reaches every connection.
-//! - [`events`]: the `NewCsa` / `ShutdownCsa` stream for embedders.
 //! - `csa`: one task per connection: socket <-> handler instance.
-//! - `listener`: binding (`makeTCPServerPort`) and the accept loop.
+//! - `listener`: binding (`makeTCPServerPort`) or inheriting sockets, the
+//!   accept loop, and the listeners being served.
+//! - `metrics`: `/metrics`, `/healthz`, `/connections`.
+//! - `reload`: a new configuration applied to a running server.
+//! - [`footprint`]: the most host memory each listener can make pier hold.
 //! - [`Server`]: ties them together and carries out `serverShutdown`;
-//!   `os_limits`: the kernel limits it checks at start-up.
-//! - [`footprint`]: the most host memory each listener can make pier hold;
-//!   [`check`]: `pier check`.
+//!   `os_limits`: the kernel limits it checks at start-up; [`check`]:
+//!   `pier check`.
 //! - [`measure`]: the instantiate micro-benchmark behind `make bench`.
 //!
 //! # Embedding
