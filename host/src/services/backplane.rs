@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 /// the subscriber's task catches up, bounded for one that never does.
 pub const MAILBOX_CAPACITY: usize = 1024;
 pub const MAILBOX_BYTES: usize = 1 << 20;
-/// Largest message `publish` accepts; larger ones are dropped and logged.
+/// Largest message `publish` accepts; larger ones are dropped and counted.
 pub const MAX_MESSAGE: usize = 64 << 10;
 /// Most topics one connection may subscribe to; and longest topic name.
 pub const MAX_TOPICS: usize = 64;
@@ -119,12 +119,12 @@ impl Subscriber {
         self.mailbox.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a message and wakes the subscriber's task. True if a message
-    /// was lost: this mailbox's oldest (it was full), or this one (the
-    /// listener's budget was).
-    fn deliver(&self, message: Message) -> bool {
+    /// Queues a message and wakes the subscriber's task. A message lost (this
+    /// mailbox's oldest, as it was full, or this one, as the listener's
+    /// budget was) is counted against the listener.
+    fn deliver(&self, message: Message) {
         let len = message.body.len();
-        let lost = {
+        {
             let mut mailbox = self.mailbox();
             let before = mailbox.dropped;
             self.budget.release(mailbox.make_room(len));
@@ -136,10 +136,8 @@ impl Subscriber {
             }
             let lost = mailbox.dropped - before;
             self.budget.dropped.fetch_add(lost, Ordering::Relaxed);
-            lost > 0
-        };
+        }
         self.waker.wake();
-        lost
     }
 
     /// The next waiting message, if any.
@@ -187,7 +185,6 @@ type Subscribers = HashMap<u64, Arc<Subscriber>>;
 #[derive(Default)]
 pub(crate) struct Backplane {
     topics: Mutex<HashMap<Arc<str>, Subscribers>>,
-    dropped: AtomicU64,
 }
 
 impl Backplane {
@@ -223,14 +220,11 @@ impl Backplane {
         let Some((name, subs)) = topics.get_key_value(topic) else { return };
         let message = Message { topic: name.clone(), body: Arc::from(body) };
         for (&conn, subscriber) in subs {
-            if conn != publisher && subscriber.deliver(message.clone()) {
-                let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::debug!(
-                    conn,
-                    topic,
-                    dropped_total = total,
-                    "backplane: mailbox full, dropped the oldest message"
-                );
+            // A loss is counted (in the listener's metrics, and in the
+            // subscriber's one line when it ends), never logged per message:
+            // a flood must not become a log flood.
+            if conn != publisher {
+                subscriber.deliver(message.clone());
             }
         }
     }
@@ -257,7 +251,6 @@ impl Host for Client {
         self.subscriber.budget.published.fetch_add(1, Ordering::Relaxed);
         if message.len() > MAX_MESSAGE {
             self.subscriber.budget.dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(len = message.len(), "backplane: message too large, dropped");
             return;
         }
         self.backplane.publish(&topic, message, self.conn);
@@ -268,7 +261,6 @@ impl Host for Client {
             return;
         }
         if self.topics.len() >= MAX_TOPICS || topic.len() > MAX_TOPIC_LEN {
-            tracing::debug!("backplane: subscription refused (too many topics or name too long)");
             return;
         }
         self.backplane.subscribe(&topic, self.conn, &self.subscriber);
