@@ -276,3 +276,11 @@ pub fn redis_cli(port: u16, args: &[&str]) -> String {
     assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim_end().to_string()
 }
+
+/// The `key=value` field of the first log line holding every one of
+/// `needles`, parsed: a pid, an address pier logged.
+#[allow(dead_code, reason = "used by some test modules only")]
+pub fn log_field<T: std::str::FromStr>(log: &str, needles: &[&str], key: &str) -> Option<T> {
+    let line = log.lines().find(|l| needles.iter().all(|n| l.contains(n)))?;
+    line.split(&format!("{key}=")).nth(1)?.split_whitespace().next()?.parse().ok()
+}

@@ -253,11 +253,7 @@ fn sigusr2_upgrades_without_refusing_a_connection() {
     wait_rounds(200);
     pier.signal(libc::SIGUSR2);
     let log = pier.wait_for_log("upgrade: the successor serves");
-    let successor: i32 = log
-        .lines()
-        .find(|l| l.contains("upgrade: the successor serves"))
-        .and_then(|l| l.split("successor=").nth(1)?.split_whitespace().next()?.parse().ok())
-        .expect("the successor's pid");
+    let successor: i32 = log_field(&log, &["upgrade: the successor serves"], "successor").expect("the successor's pid");
     let _successor = KillOnDrop(successor);
     let status = pier.wait(STEP).expect("the old pier exits");
     assert!(status.success(), "{status:?}");
@@ -416,18 +412,11 @@ fn an_upgrade_after_a_reload_hands_over_the_new_listener() {
     );
     pier.signal(libc::SIGHUP);
     let log = pier.wait_for_log("1 bound");
-    let added: SocketAddr = log
-        .lines()
-        .find(|l| l.contains("listening") && l.contains("listener=\"added\""))
-        .and_then(|l| l.split("addr=").nth(1)?.split_whitespace().next()?.parse().ok())
-        .expect("the added listener's address");
+    let added: SocketAddr =
+        log_field(&log, &["listening", "listener=\"added\""], "addr").expect("the added listener's address");
     pier.signal(libc::SIGUSR2);
     let log = pier.wait_for_log("upgrade: the successor serves");
-    let successor: i32 = log
-        .lines()
-        .find(|l| l.contains("upgrade: the successor serves"))
-        .and_then(|l| l.split("successor=").nth(1)?.split_whitespace().next()?.parse().ok())
-        .expect("the successor's pid");
+    let successor: i32 = log_field(&log, &["upgrade: the successor serves"], "successor").expect("the successor's pid");
     let _successor = KillOnDrop(successor);
     assert!(pier.wait(STEP).is_some_and(|s| s.success()));
     assert_eq!(pier.stderr().matches("using an inherited socket").count(), 2, "{}", pier.stderr());

@@ -110,11 +110,8 @@ fn a_reload_binds_new_listeners_and_drains_removed_ones() {
     assert!(log.contains("1 kept, 0 reloaded, 1 bound, 1 removed"), "{log}");
     // The removed echo listener's connection is told to finish, then closes.
     assert_eq!(read_to_eof(&mut live), b"", "the removed listener's connection ends in order");
-    let fresh: SocketAddr = log
-        .lines()
-        .find(|l| l.contains("listening") && l.contains("listener=\"fresh\""))
-        .and_then(|l| l.split("addr=").nth(1)?.split_whitespace().next()?.parse().ok())
-        .expect("a listening line for the new listener");
+    let fresh: SocketAddr =
+        log_field(&log, &["listening", "listener=\"fresh\""], "addr").expect("a listening line for the new listener");
     assert_eq!(exchange(fresh, b"new\n"), b"new\n");
     assert_eq!(motd(&mut connect(tenant)), b"ok: x\n", "the kept listener is untouched");
     assert!(TcpStream::connect(pier.addrs[0].1).is_err(), "the removed listener no longer accepts");
