@@ -104,7 +104,12 @@ pub const REASON_KINDS: [&str; 12] = [
 impl ShutdownReason {
     /// The reason without its text: what the logs' `reason=` starts with.
     pub fn kind(&self) -> &'static str {
-        let i = match self {
+        REASON_KINDS[self.kind_index()]
+    }
+
+    /// Its kind's place in [`REASON_KINDS`].
+    pub(crate) fn kind_index(&self) -> usize {
+        match self {
             Self::PeerClosed => 0,
             Self::PeerReset => 1,
             Self::IdleTimeout => 2,
@@ -117,8 +122,7 @@ impl ShutdownReason {
             Self::CpuLimit => 9,
             Self::CpuBudget => 10,
             Self::InstantiateFailed(_) => 11,
-        };
-        REASON_KINDS[i]
+        }
     }
 }
 

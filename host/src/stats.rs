@@ -186,10 +186,7 @@ impl ListenerStats {
     }
 
     pub(crate) fn ended(&self, reason: &ShutdownReason) {
-        let kind = reason.kind();
-        if let Some(i) = REASON_KINDS.iter().position(|&k| k == kind) {
-            self.ends[i].fetch_add(1, Ordering::Relaxed);
-        }
+        self.ends[reason.kind_index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Rings `bits` on every live connection's doorbell (a listener removed
