@@ -168,6 +168,29 @@ impl Pier {
     pub fn open_fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid())).expect("proc fd").count()
     }
+
+    /// Whether the server process holds a listening socket on `port`, as
+    /// Linux reports it (`/proc/net/tcp{,6}` state 0A, matched to the
+    /// process's fds by inode). Unlike a connect, another process that
+    /// happens to bind the freed port cannot make this true.
+    #[allow(dead_code, reason = "used by some test modules only")]
+    pub fn listens_on(&self, port: u16) -> bool {
+        let mut inodes = Vec::new();
+        for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            for line in text.lines().skip(1) {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                let local_port = f.get(1).and_then(|a| a.rsplit_once(':')).map(|(_, p)| p);
+                if f.len() > 9 && f[3] == "0A" && local_port == Some(&format!("{port:04X}")) {
+                    inodes.push(format!("socket:[{}]", f[9]));
+                }
+            }
+        }
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{}/fd", self.pid())) else { return false };
+        fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|link| inodes.iter().any(|i| link.as_os_str() == i.as_str()))
+        })
+    }
 }
 
 impl Drop for Pier {
