@@ -10,5 +10,5 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use self::pier::server::types::SendError;
+pub use self::pier::server::types::{SendError, TlsInfo};
 pub use exports::pier::server::inbox::{ConnectionInfo, ShutdownReason as WitShutdownReason};

@@ -50,7 +50,7 @@ pub enum ServerEvent {
     ShutdownCsa { id: u64, listener: Arc<str>, reason: ShutdownReason },
 }
 
-/// Why a connection ended (Kamaelia's `howDied`). The first seven mirror the
+/// Why a connection ended (Kamaelia's `howDied`). The first nine mirror the
 /// WIT `shutdown-reason` a handler sees; the rest are reasons a handler cannot
 /// be told, because its instance is the thing that failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +62,11 @@ pub enum ShutdownReason {
     Finished,
     Closed,
     SocketError(String),
+    /// The TLS handshake failed or timed out (the text says why). On a TLS
+    /// listener it comes before any handler is instantiated.
+    TlsHandshakeFailed(String),
+    /// A TLS connection broke after its handshake (a bad record, say).
+    TlsError(String),
     /// The handler trapped (`unreachable`, a panic, stack overflow, ...).
     Trapped(String),
     /// The handler grew its linear memory past the listener's memory limit.
@@ -86,7 +91,7 @@ impl ShutdownReason {
 
 /// Every [`ShutdownReason::kind`], in a fixed order (the metrics' `reason`
 /// label values).
-pub const REASON_KINDS: [&str; 12] = [
+pub const REASON_KINDS: [&str; 14] = [
     "peer-closed",
     "peer-reset",
     "idle-timeout",
@@ -94,6 +99,8 @@ pub const REASON_KINDS: [&str; 12] = [
     "finished",
     "closed",
     "socket-error",
+    "tls-handshake-failed",
+    "tls-error",
     "trapped",
     "memory-limit",
     "cpu-limit",
@@ -117,11 +124,13 @@ impl ShutdownReason {
             Self::Finished => 4,
             Self::Closed => 5,
             Self::SocketError(_) => 6,
-            Self::Trapped(_) => 7,
-            Self::MemoryLimit => 8,
-            Self::CpuLimit => 9,
-            Self::CpuBudget => 10,
-            Self::InstantiateFailed(_) => 11,
+            Self::TlsHandshakeFailed(_) => 7,
+            Self::TlsError(_) => 8,
+            Self::Trapped(_) => 9,
+            Self::MemoryLimit => 10,
+            Self::CpuLimit => 11,
+            Self::CpuBudget => 12,
+            Self::InstantiateFailed(_) => 13,
         }
     }
 }
@@ -130,7 +139,11 @@ impl fmt::Display for ShutdownReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.kind())?;
         match self {
-            Self::SocketError(e) | Self::Trapped(e) | Self::InstantiateFailed(e) => write!(f, ": {e}"),
+            Self::SocketError(e)
+            | Self::TlsHandshakeFailed(e)
+            | Self::TlsError(e)
+            | Self::Trapped(e)
+            | Self::InstantiateFailed(e) => write!(f, ": {e}"),
             _ => Ok(()),
         }
     }

@@ -69,6 +69,7 @@ mod services;
 mod shutdown;
 mod stats;
 mod tenant;
+mod tls;
 
 pub use check::{check, check_config};
 pub use config::{ListenAddr, ListenerConfig, ServerConfig};

@@ -11,6 +11,7 @@ use crate::sandbox::{HostState, plugin};
 use crate::services::backplane::{self, Backplane, Subscriber};
 use crate::services::{config, keyvalue, limits};
 use crate::stats::ListenerStats;
+use crate::tls::{self, Tls};
 use anyhow::Context;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -29,9 +30,13 @@ pub(crate) struct Tenant {
     pub(crate) store: Arc<keyvalue::Store>,
     /// What its connections did, for the metrics.
     pub(crate) stats: Arc<ListenerStats>,
-    /// The plugin file's contents, hashed: a reload reloads a listener whose
-    /// file changed even if its settings did not.
+    /// The plugin file's contents, and its TLS files', hashed: a reload
+    /// reloads a listener whose files changed even if its settings did not
+    /// (a renewed certificate, say).
     pub(crate) fingerprint: u64,
+    /// Its TLS server configuration (certificate, key, ALPN, client CAs),
+    /// if it has `tls-cert`.
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl std::fmt::Debug for Tenant {
@@ -63,7 +68,8 @@ impl Tenant {
         for l in listeners {
             let limits = || format!("listener `{}` (memory-limit {})", l.name, format_size(l.memory_limit));
             let component = plugin::compile(engine, &l.plugin).with_context(limits)?;
-            let fingerprint = fingerprint(&l.plugin)?;
+            let tls = tls::certs::load(l)?;
+            let fingerprint = fingerprint(l)?;
             let pre = plugin::prepare(&linker, &component, &l.plugin).with_context(limits)?;
             let backplane = backplanes.entry(backplane_name(l)).or_default();
             let old = kept.iter().find(|t| *t.name == l.name);
@@ -80,6 +86,7 @@ impl Tenant {
                 ),
                 stats: old.map_or_else(Arc::default, |t| t.stats.clone()),
                 fingerprint,
+                tls,
             }));
         }
         Ok(tenants)
@@ -92,6 +99,7 @@ impl Tenant {
         conn: u64,
         link: Arc<Link>,
         socket: Option<TcpStream>,
+        tls: Tls,
         subscriber: Arc<Subscriber>,
     ) -> anyhow::Result<Store<HostState>> {
         let services = Services {
@@ -100,7 +108,7 @@ impl Tenant {
             keyvalue: keyvalue::Client::new(self.store.clone()),
             limits: limits::Client(self.store.clone()),
         };
-        let state = HostState::new(&self.config, Peer { link, socket }, services)?;
+        let state = HostState::new(&self.config, Peer { link, socket, tls }, services)?;
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
         // Yield to tokio at every epoch tick: a busy guest never holds a
@@ -110,10 +118,19 @@ impl Tenant {
         Ok(store)
     }
 
-    /// Whether `config`, and the plugin file it names, are what this tenant
-    /// was loaded from.
+    /// Whether `config`, and the files it names, are what this tenant was
+    /// loaded from.
     pub(crate) fn is_loaded_from(&self, config: &ListenerConfig) -> bool {
-        self.config == *config && fingerprint(&config.plugin).is_ok_and(|f| f == self.fingerprint)
+        self.config == *config && fingerprint(config).is_ok_and(|f| f == self.fingerprint)
+    }
+
+    /// The TLS state a new connection starts in: on a `starttls` listener,
+    /// offered; otherwise off (a TLS listener's handshake comes first).
+    pub(crate) fn starting_tls(&self) -> Tls {
+        match &self.tls {
+            Some(config) if self.config.starttls => Tls::Offered(config.clone()),
+            _ => Tls::Off,
+        }
     }
 
     /// A connection's outbox, with this listener's water marks.
@@ -131,7 +148,7 @@ impl Tenant {
     /// this listener's limits cannot hold (its initial memory past
     /// `memory-limit`, say) is an error at start-up, not at every connection.
     pub(crate) async fn probe(&self) -> anyhow::Result<()> {
-        let mut store = self.store(0, self.link(), None, self.subscriber())?;
+        let mut store = self.store(0, self.link(), None, Tls::Off, self.subscriber())?;
         self.pre.instantiate_async(&mut store).await.map(drop).map_err(anyhow::Error::from).with_context(|| {
             format!(
                 "listener `{}` (memory-limit {}): plugin `{}` cannot be instantiated within this listener's limits",
@@ -148,11 +165,14 @@ fn backplane_name(l: &ListenerConfig) -> String {
     l.backplane.clone().unwrap_or_else(|| l.name.clone())
 }
 
-/// The plugin file's contents, hashed.
-fn fingerprint(path: &std::path::Path) -> anyhow::Result<u64> {
+/// The contents of the files a listener is loaded from (its plugin, its
+/// TLS certificate, key and client CAs), hashed.
+fn fingerprint(l: &ListenerConfig) -> anyhow::Result<u64> {
     use std::hash::{DefaultHasher, Hash, Hasher};
-    let bytes = std::fs::read(path).with_context(|| format!("plugin `{}`", path.display()))?;
     let mut hasher = DefaultHasher::new();
-    bytes.hash(&mut hasher);
+    for path in std::iter::once(l.plugin.as_path()).chain(tls::certs::files(l)) {
+        let bytes = std::fs::read(path).with_context(|| format!("listener `{}`: `{}`", l.name, path.display()))?;
+        bytes.hash(&mut hasher);
+    }
     Ok(hasher.finish())
 }

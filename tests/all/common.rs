@@ -307,3 +307,70 @@ pub fn log_field<T: std::str::FromStr>(log: &str, needles: &[&str], key: &str) -
     let line = log.lines().find(|l| needles.iter().all(|n| l.contains(n)))?;
     line.split(&format!("{key}=")).nth(1)?.split_whitespace().next()?.parse().ok()
 }
+
+/// Test certificates made with the real `openssl` CLI: a CA, a server
+/// certificate it signed for `localhost` and 127.0.0.1, and a client
+/// certificate (`CN=alice`) it signed too. Nothing is committed: each test
+/// makes its own in its temporary directory.
+#[allow(dead_code, reason = "used by some test modules only")]
+pub struct Certs {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+#[allow(dead_code, reason = "used by some test modules only")]
+pub fn tls_certs(dir: &std::path::Path) -> Certs {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl (`make setup`)");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"],
+            &ec[..],
+            &["-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=pier test CA", "-days", "2"],
+        ]
+        .concat(),
+    );
+    let sign = |name: &str, subject: &str, ext: &str| {
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        openssl(
+            &[
+                &["req"],
+                &ec[..],
+                &["-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"), "-subj", subject],
+            ]
+            .concat(),
+        );
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+        ]);
+    };
+    sign("server", "/CN=localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
+    sign("client", "/CN=alice/O=Example", "extendedKeyUsage=clientAuth\n");
+    Certs {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+        client_cert: dir.join("client.pem"),
+        client_key: dir.join("client.key"),
+    }
+}

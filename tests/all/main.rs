@@ -23,3 +23,4 @@ mod reload;
 mod resp;
 mod resp_conformance;
 mod shutdown;
+mod tls;

@@ -119,6 +119,20 @@ impl Outbox {
         host::resume_reading();
     }
 
+    /// STARTTLS (Kamaelia's `makessl`): what was sent so far goes out in
+    /// plaintext, then the host runs the TLS handshake; later sends are held
+    /// until it is done and go out encrypted. An error (the listener has no
+    /// `starttls`, TLS is already on, or bytes are still held back here, so
+    /// the plaintext reply has not all reached the host) changes nothing.
+    /// Drop whatever the peer sent after the STARTTLS command in the same
+    /// `on_data` call: it came before the handshake.
+    pub fn start_tls(&mut self) -> Result<(), String> {
+        if !self.pending.is_empty() {
+            return Err(format!("{} bytes are still held back: send them before starting TLS", self.pending_len));
+        }
+        host::start_tls()
+    }
+
     /// Hands held-back bytes to the host; true when none remain.
     pub(crate) fn flush(&mut self) -> bool {
         let held = !self.pending.is_empty();

@@ -82,6 +82,21 @@ pub struct ListenerConfig {
     /// The backplane this listener's handlers use; listeners naming the same
     /// one share it. `None`: a backplane of its own.
     pub backplane: Option<String>,
+    /// TLS: the certificate chain (PEM, the server's first). With
+    /// `tls_key`, the listener speaks TLS: the host terminates it.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: the certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: Option<PathBuf>,
+    /// ALPN protocols offered, in order of preference (`h2`, `http/1.1`).
+    pub tls_alpn: Vec<String>,
+    /// CA certificates (PEM) that sign client certificates: with it set a
+    /// client must present one.
+    pub tls_client_ca: Option<PathBuf>,
+    /// How long a client may take to complete the TLS handshake.
+    #[serde(serialize_with = "units::serialize_duration")]
+    pub tls_handshake_timeout: Duration,
+    /// Accept plaintext first; a handler turns TLS on with `start-tls`.
+    pub starttls: bool,
 }
 
 impl ListenerConfig {
@@ -112,7 +127,18 @@ impl ListenerConfig {
             env: BTreeMap::new(),
             settings: BTreeMap::new(),
             backplane: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_alpn: Vec::new(),
+            tls_client_ca: None,
+            tls_handshake_timeout: Duration::from_secs(10),
+            starttls: false,
         }
+    }
+
+    /// Whether connections speak TLS (from the start, or after `start-tls`).
+    pub fn has_tls(&self) -> bool {
+        self.tls_cert.is_some()
     }
 
     /// Rejects settings that cannot work, naming the listener and the fix.
@@ -142,6 +168,17 @@ impl ListenerConfig {
         }
         if self.memory_limit < 64 << 10 {
             bail!("listener `{name}`: memory-limit must be at least 64 KiB (one wasm page)");
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            bail!("listener `{name}`: give both tls-cert and tls-key (PEM files), or neither");
+        }
+        if !self.has_tls() && (self.starttls || !self.tls_alpn.is_empty() || self.tls_client_ca.is_some()) {
+            bail!(
+                "listener `{name}`: starttls, tls-alpn and tls-client-ca need a certificate: give tls-cert and tls-key"
+            );
+        }
+        if self.tls_handshake_timeout.is_zero() {
+            bail!("listener `{name}`: tls-handshake-timeout must be greater than zero");
         }
         for dir in &self.allow_dirs {
             if !dir.is_dir() {

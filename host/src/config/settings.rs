@@ -95,6 +95,24 @@ pub struct ListenerSettings {
     /// A backplane shared with the listeners naming the same one.
     #[arg(skip)]
     pub backplane: Option<String>,
+    /// Speak TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "FILE.pem")]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM).
+    #[arg(long, value_name = "FILE.pem")]
+    pub tls_key: Option<PathBuf>,
+    /// ALPN protocols to offer, in order of preference (e.g. h2,http/1.1).
+    #[arg(long, value_name = "PROTO,...", value_delimiter = ',')]
+    pub tls_alpn: Option<Vec<String>>,
+    /// Require client certificates signed by these CAs (PEM).
+    #[arg(long, value_name = "FILE.pem")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Most time a client may take to complete the TLS handshake.
+    #[arg(long, value_name = "TIME")]
+    pub tls_handshake_timeout: Option<Time>,
+    /// Accept plaintext; the handler turns TLS on with `start-tls` (STARTTLS).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub starttls: Option<bool>,
 }
 
 /// The server's settings: pier.toml's top level, and the server flags of
@@ -187,6 +205,19 @@ impl ListenerSettings {
         if self.backplane.is_some() {
             c.backplane = self.backplane.clone();
         }
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| base.join(p));
+        if self.tls_cert.is_some() {
+            c.tls_cert = path(&self.tls_cert);
+        }
+        if self.tls_key.is_some() {
+            c.tls_key = path(&self.tls_key);
+        }
+        if self.tls_client_ca.is_some() {
+            c.tls_client_ca = path(&self.tls_client_ca);
+        }
+        set(&mut c.tls_alpn, self.tls_alpn.clone());
+        set(&mut c.tls_handshake_timeout, self.tls_handshake_timeout.map(|t| t.0));
+        set(&mut c.starttls, self.starttls);
     }
 }
 

@@ -140,6 +140,8 @@ pub(super) fn wit_reason(reason: &ShutdownReason) -> Option<WitShutdownReason> {
         ShutdownReason::Finished => WitShutdownReason::Finished,
         ShutdownReason::Closed => WitShutdownReason::Closed,
         ShutdownReason::SocketError(e) => WitShutdownReason::SocketError(e.clone()),
+        ShutdownReason::TlsHandshakeFailed(e) => WitShutdownReason::TlsHandshakeFailed(e.clone()),
+        ShutdownReason::TlsError(e) => WitShutdownReason::TlsError(e.clone()),
         _ => return None,
     })
 }

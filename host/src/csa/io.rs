@@ -3,6 +3,8 @@
 
 use crate::events::ShutdownReason;
 use crate::outbox::doorbell::{ABORT, Doorbell};
+use crate::tls::Session;
+use crate::tls::session::tls_error;
 use std::io;
 use std::net::Shutdown;
 use std::pin::Pin;
@@ -31,11 +33,23 @@ pub(super) enum SocketIo {
 /// socket is readable, so a waiting connection holds none. Reading through
 /// `poll_read` lets tokio mark the socket drained after a short read, which
 /// saves a `recv` that would only say "would block" on every message.
-pub(super) async fn socket_io(stream: &mut TcpStream, read: bool, write: bool) -> SocketIo {
+///
+/// On a TLS connection what is read is decrypted first; a read may so find
+/// bytes rustls already holds, without the socket being readable.
+pub(super) async fn socket_io(
+    stream: &mut TcpStream,
+    mut tls: Option<&mut Session>,
+    read: bool,
+    write: bool,
+) -> SocketIo {
     use tokio::io::{AsyncRead, ReadBuf};
     std::future::poll_fn(|cx| {
         if write && let Poll::Ready(r) = stream.poll_write_ready(cx) {
             return Poll::Ready(SocketIo::Writable(r));
+        }
+        if read && let Some(session) = tls.as_deref_mut() {
+            let mut buf = ReadBuffer::take();
+            return session.poll_read(stream, cx, &mut buf.0).map(|r| SocketIo::Read(r.map(|n| (buf, n))));
         }
         if read && stream.poll_read_ready(cx).is_ready() {
             let mut buf = ReadBuffer::take();
@@ -121,6 +135,9 @@ pub(super) async fn linger(stream: &TcpStream, doorbell: &Doorbell) {
 
 /// The reason a socket error ends a connection with.
 pub(super) fn io_reason(e: &io::Error) -> ShutdownReason {
+    if let Some(tls) = tls_error(e) {
+        return ShutdownReason::TlsError(tls.to_string());
+    }
     match e.kind() {
         io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted => {
             ShutdownReason::PeerReset

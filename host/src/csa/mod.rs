@@ -16,7 +16,7 @@ mod io;
 
 pub use io::READ_CHUNK;
 
-use crate::bindings::{ConnectionHandler, ConnectionInfo, WitShutdownReason};
+use crate::bindings::{ConnectionHandler, ConnectionInfo, TlsInfo, WitShutdownReason};
 use crate::events::ShutdownReason;
 use crate::outbox::doorbell::{ABORT, SHUTDOWN};
 use crate::outbox::{Link, WriteState};
@@ -25,8 +25,10 @@ use crate::services::backplane::Subscriber;
 use crate::shutdown::Stop;
 use crate::stats::CallTimes;
 use crate::tenant::Tenant;
+use crate::tls::{self, Tls};
 use call::{Clock, Inbox, call, wit_reason};
 use io::{SocketIo, io_reason};
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -55,10 +57,23 @@ pub(crate) async fn serve(conn: Accepted, tenant: Arc<Tenant>, stop: Stop) -> Sh
     let _registration = stop.register(id, &link);
     let _counted = tenant.stats.connect(id, &link, peer);
     let subscriber = tenant.subscriber();
+    // A TLS listener's handshake comes first: a client that fails it never
+    // costs an instance.
+    let (stream, tls) = match &tenant.tls {
+        Some(config) if !tenant.config.starttls => {
+            let handshake = tls::session::accept(stream, config.clone(), tenant.config.tls_handshake_timeout);
+            match Box::pin(handshake).await {
+                Ok((stream, session)) => (stream, Tls::On(RefCell::new(session))),
+                Err(why) => return ShutdownReason::TlsHandshakeFailed(why),
+            }
+        }
+        _ => (stream, tenant.starting_tls()),
+    };
+    let tls_info = tls_info(&tls);
     // Boxed: instantiation is done before the connection idles, and its
     // state would otherwise enlarge every live connection's task.
     let started = Instant::now();
-    let instance = Box::pin(instantiate(&tenant, id, &link, Some(stream), &subscriber)).await;
+    let instance = Box::pin(instantiate(&tenant, id, &link, Some(stream), tls, &subscriber)).await;
     tenant.stats.instantiated(started.elapsed());
     let (store, handler) = match instance {
         Ok(instance) => instance,
@@ -78,8 +93,13 @@ pub(crate) async fn serve(conn: Accepted, tenant: Arc<Tenant>, stop: Stop) -> Sh
         last_activity: Instant::now(),
         idle,
     };
-    let info =
-        ConnectionInfo { id, listener: csa.tenant.name.to_string(), peer: peer.to_string(), local: local.to_string() };
+    let info = ConnectionInfo {
+        id,
+        listener: csa.tenant.name.to_string(),
+        peer: peer.to_string(),
+        local: local.to_string(),
+        tls: tls_info,
+    };
     let reason = match csa.run(info).await {
         Err(reason) => reason,
         Ok(never) => match never {},
@@ -93,15 +113,23 @@ pub(crate) async fn serve(conn: Accepted, tenant: Arc<Tenant>, stop: Stop) -> Sh
     reason
 }
 
+fn tls_info(tls: &Tls) -> Option<TlsInfo> {
+    match tls {
+        Tls::On(session) => Some(session.borrow().info()),
+        _ => None,
+    }
+}
+
 async fn instantiate(
     tenant: &Tenant,
     id: u64,
     link: &Arc<Link>,
     socket: Option<TcpStream>,
+    tls: Tls,
     subscriber: &Arc<Subscriber>,
 ) -> Result<(Store<HostState>, ConnectionHandler), ShutdownReason> {
     let mut store = tenant
-        .store(id, link.clone(), socket, subscriber.clone())
+        .store(id, link.clone(), socket, tls, subscriber.clone())
         .map_err(|e| ShutdownReason::InstantiateFailed(format!("preparing the sandbox: {e:#}")))?;
     match tenant.pre.instantiate_async(&mut store).await {
         Ok(handler) => Ok((store, handler)),
@@ -113,12 +141,13 @@ async fn instantiate(
 /// the `new-csa` call; all dropped on return. For measurements.
 pub(crate) async fn instantiate_and_greet(tenant: &Tenant, id: u64) -> Result<(), ShutdownReason> {
     let link = tenant.link();
-    let (mut store, handler) = instantiate(tenant, id, &link, None, &tenant.subscriber()).await?;
+    let (mut store, handler) = instantiate(tenant, id, &link, None, Tls::Off, &tenant.subscriber()).await?;
     let info = ConnectionInfo {
         id,
         listener: tenant.name.to_string(),
         peer: "127.0.0.1:1".into(),
         local: "127.0.0.1:2".into(),
+        tls: None,
     };
     let mut clock = Clock::new(tenant.config.cpu_limit, tenant.config.cpu_budget);
     call(&mut store, &handler, &mut clock, &link.doorbell, Inbox::NewCsa(info)).await
@@ -145,11 +174,15 @@ struct Csa {
 /// The outbox's state, read under one lock at the top of a turn.
 struct Snapshot {
     state: WriteState,
+    /// Bytes waiting for the socket: the outbox's, and TLS records
+    /// already encrypted.
     queued: usize,
     full: bool,
     paused: bool,
     /// A blocked `send` drained below low water: `writable` is owed.
     writable_due: bool,
+    /// The handler called `start-tls`.
+    tls_switch: bool,
 }
 
 /// What woke the task.
@@ -170,6 +203,10 @@ impl Csa {
         loop {
             self.flush()?;
             let now = self.snapshot();
+            if now.tls_switch {
+                self.start_tls().await?;
+                continue;
+            }
             self.end_if_done(&now)?;
             if now.writable_due {
                 self.deliver(Inbox::Writable).await?;
@@ -188,17 +225,33 @@ impl Csa {
     }
 
     fn snapshot(&self) -> Snapshot {
+        let tls_records = self.store.data().peer.tls_records_waiting();
         let mut o = self.link.outbox();
         let writable_due = o.take_writable();
-        Snapshot { state: o.state, queued: o.queued(), full: o.is_full(), paused: o.reading_paused, writable_due }
+        Snapshot {
+            state: o.state,
+            queued: o.queued() + usize::from(tls_records),
+            full: o.is_full(),
+            paused: o.reading_paused,
+            writable_due,
+            tls_switch: o.tls_switch,
+        }
     }
 
     /// Ends the connection once the handler closed, or finished and every
-    /// queued byte is written.
-    fn end_if_done(&self, now: &Snapshot) -> Turn {
+    /// queued byte is written (on TLS, `close_notify` too).
+    fn end_if_done(&mut self, now: &Snapshot) -> Turn {
         match now.state {
             WriteState::Closed => Err(ShutdownReason::Closed),
             WriteState::Finishing if now.queued == 0 => {
+                let peer = &mut self.store.data_mut().peer;
+                if let (Some(session), Some(socket)) = (peer.tls.session(), &peer.socket)
+                    && !session.close_notified()
+                {
+                    session.close_notify();
+                    // Written now if the socket takes it, else on a later turn.
+                    return session.flush(socket).or_else(would_block_ok).map_err(|e| io_reason(&e));
+                }
                 io::shutdown_write(self.socket());
                 Err(if self.told_shutdown {
                     ShutdownReason::ServerShutdown
@@ -221,11 +274,13 @@ impl Csa {
         let read = !self.input_ended && !now.paused && !now.full && now.state == WriteState::Open;
         let write = now.queued > 0;
         let mail = self.takes_mail(now);
-        let socket = self.store.data_mut().peer.socket.as_mut().expect("a live connection has its socket");
+        let peer = &mut self.store.data_mut().peer;
+        let socket = peer.socket.as_mut().expect("a live connection has its socket");
+        let tls = peer.tls.session();
         tokio::select! {
             biased;
             bits = self.link.doorbell.rung() => Wake::Doorbell(bits),
-            io = io::socket_io(socket, read, write) => Wake::Socket(io),
+            io = io::socket_io(socket, tls, read, write) => Wake::Socket(io),
             () = std::future::poll_fn(|cx| self.subscriber.poll_mail(cx)), if mail => Wake::Mail,
             () = self.idle.as_mut() => Wake::IdleTimer,
         }
@@ -290,13 +345,63 @@ impl Csa {
 
     /// Writes what the socket takes now, without waiting.
     fn flush(&mut self) -> Turn {
+        let peer = &mut self.store.data_mut().peer;
+        let socket = peer.socket.as_ref().expect("a live connection has its socket");
+        let mut session = peer.tls.session();
         let mut outbox = self.link.outbox();
         let wrote_directly = std::mem::take(&mut outbox.wrote_directly);
-        let flushed = outbox.queued() > 0 && outbox.write_to(self.socket()).map_err(|e| io_reason(&e))? > 0;
+        let written = match session.as_deref_mut() {
+            Some(s) => s.flush(socket).or_else(would_block_ok).and_then(|()| {
+                if outbox.queued() > 0 { outbox.write_to(|iov| s.write_vectored(socket, iov)) } else { Ok(0) }
+            }),
+            None if outbox.queued() > 0 => outbox.write_to(|iov| socket.try_write_vectored(iov)),
+            None => Ok(0),
+        };
+        let flushed = written.map_err(|e| io_reason(&e))? > 0;
         drop(outbox);
         if wrote_directly || flushed {
             self.last_activity = Instant::now();
         }
+        Ok(())
+    }
+
+    /// STARTTLS: writes out what the handler queued before `start-tls`
+    /// (in plaintext), then runs the handshake on the same socket. Nothing
+    /// is read in between, so every byte the peer sent after its command is
+    /// taken as TLS, never delivered as plaintext.
+    async fn start_tls(&mut self) -> Turn {
+        let timeout = self.tenant.config.tls_handshake_timeout;
+        let deadline = Instant::now() + timeout;
+        while self.link.outbox().queued() > 0 {
+            self.flush()?;
+            if self.link.outbox().queued() == 0 {
+                break;
+            }
+            let socket = self.socket();
+            tokio::select! {
+                r = socket.writable() => r.map_err(|e| io_reason(&e))?,
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(ShutdownReason::TlsHandshakeFailed("the peer did not read the reply to its STARTTLS".into()));
+                }
+                bits = self.link.doorbell.rung() => if bits & ABORT != 0 { return Err(ShutdownReason::ServerShutdown) },
+            }
+        }
+        let peer = &mut self.store.data_mut().peer;
+        let Tls::Offered(config) = std::mem::replace(&mut peer.tls, Tls::Off) else {
+            unreachable!("start-tls switches only an offered connection")
+        };
+        let socket = peer.socket.take().expect("a live connection has its socket");
+        let mut handshake = std::pin::pin!(tls::session::accept_until(socket, config, deadline, timeout));
+        let (socket, session) = loop {
+            tokio::select! {
+                r = &mut handshake => break r.map_err(ShutdownReason::TlsHandshakeFailed)?,
+                bits = self.link.doorbell.rung() => if bits & ABORT != 0 { return Err(ShutdownReason::ServerShutdown) },
+            }
+        };
+        peer.socket = Some(socket);
+        peer.tls = Tls::On(RefCell::new(session));
+        self.link.outbox().tls_switch = false;
+        self.last_activity = Instant::now();
         Ok(())
     }
 
@@ -322,11 +427,20 @@ impl Csa {
         {
             let _ = self.deliver(Inbox::ShutdownCsa(wit)).await;
         }
-        if matches!(reason, ShutdownReason::Finished | ShutdownReason::ServerShutdown) && !self.input_ended {
-            io::linger(self.socket(), &self.link.doorbell).await;
+        // (A failed STARTTLS handshake took the socket with it.)
+        if matches!(reason, ShutdownReason::Finished | ShutdownReason::ServerShutdown)
+            && !self.input_ended
+            && let Some(socket) = &self.store.data().peer.socket
+        {
+            io::linger(socket, &self.link.doorbell).await;
         }
         debug!("socket closed");
     }
+}
+
+/// A would-block is no error for a flush that does not wait.
+fn would_block_ok(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::WouldBlock { Ok(()) } else { Err(e) }
 }
 
 #[cfg(test)]
@@ -357,8 +471,9 @@ mod tests {
         client.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
         let (server, _) = socket.accept().await.unwrap();
         let link = tenant.link();
-        let (mut store, handler) = instantiate(&tenant, 1, &link, Some(server), &tenant.subscriber()).await.unwrap();
-        let info = ConnectionInfo { id: 1, listener: "fast".into(), peer: "p".into(), local: "l".into() };
+        let (mut store, handler) =
+            instantiate(&tenant, 1, &link, Some(server), Tls::Off, &tenant.subscriber()).await.unwrap();
+        let info = ConnectionInfo { id: 1, listener: "fast".into(), peer: "p".into(), local: "l".into(), tls: None };
         let mut clock = Clock::new(tenant.config.cpu_limit, tenant.config.cpu_budget);
         call(&mut store, &handler, &mut clock, &link.doorbell, Inbox::NewCsa(info)).await.unwrap();
         call(&mut store, &handler, &mut clock, &link.doorbell, Inbox::Data(b"ping")).await.unwrap();

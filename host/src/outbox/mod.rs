@@ -14,7 +14,6 @@ pub(crate) use handle::Link;
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use tokio::net::TcpStream;
 
 /// Why `send` did not take the bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -59,6 +58,9 @@ pub(crate) struct Outbox {
     pub(crate) wrote_directly: bool,
     /// Bytes written to the socket, in all.
     pub(crate) sent: u64,
+    /// `start-tls` was called: what is queued goes out in plaintext, then
+    /// the handshake runs; until it is done `send` answers `would-block`.
+    pub(crate) tls_switch: bool,
 }
 
 /// Most chunks handed to one `writev`.
@@ -77,6 +79,7 @@ impl Outbox {
             blocked: false,
             wrote_directly: false,
             sent: 0,
+            tls_switch: false,
         }
     }
 
@@ -121,7 +124,7 @@ impl Outbox {
         if len > self.high_water {
             return Err(SendError::TooLarge { max: self.high_water });
         }
-        if self.queued >= self.high_water {
+        if self.queued >= self.high_water || self.tls_switch {
             self.blocked = true;
             return Err(SendError::WouldBlock);
         }
@@ -167,9 +170,10 @@ impl Outbox {
         due
     }
 
-    /// Writes as much as the socket takes without blocking. Returns the bytes
+    /// Writes as much as `write` (a non-blocking socket's
+    /// `try_write_vectored`, or a TLS session's) takes. Returns the bytes
     /// written; `WouldBlock` is not an error (0 bytes, the queue stays).
-    pub(crate) fn write_to(&mut self, stream: &TcpStream) -> io::Result<usize> {
+    pub(crate) fn write_to(&mut self, mut write: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>) -> io::Result<usize> {
         let mut total = 0;
         while self.queued > 0 {
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
@@ -179,7 +183,7 @@ impl Outbox {
                 iov[i] = IoSlice::new(&chunk[start..]);
                 n += 1;
             }
-            let written = match stream.try_write_vectored(&iov[..n]) {
+            let written = match write(&iov[..n]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(w) => w,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

@@ -9,6 +9,7 @@ use crate::bindings::{self, SendError as WitSendError};
 use crate::config::ListenerConfig;
 use crate::outbox::{Link, SendError};
 use crate::services;
+use crate::tls::Tls;
 use std::io;
 use std::sync::Arc;
 use tokio::net::TcpStream;
@@ -32,13 +33,15 @@ pub(crate) struct HostState {
     services: Services,
 }
 
-/// The guest's connection: the outbox its `send` fills, and the socket.
-/// The socket lives here, in the store, because the guest's `send` writes
-/// to it: it is open exactly as long as an instance can call `send`.
+/// The guest's connection: the outbox its `send` fills, the socket, and
+/// its TLS. The socket lives here, in the store, because the guest's `send`
+/// writes to it: it is open exactly as long as an instance can call `send`.
 pub(crate) struct Peer {
     pub(crate) link: Arc<Link>,
-    /// `None` in measurements and start-up probes, which have no peer.
+    /// `None` in measurements and start-up probes, which have no peer (and
+    /// for the moment of a STARTTLS handshake, which has it).
     pub(crate) socket: Option<TcpStream>,
+    pub(crate) tls: Tls,
 }
 
 /// The service clients one connection's handler reaches.
@@ -105,11 +108,18 @@ impl HostState {
 }
 
 impl Peer {
-    /// The guest's `send`: with nothing queued, straight to the socket.
+    /// TLS records are encrypted and waiting for the socket.
+    pub(crate) fn tls_records_waiting(&self) -> bool {
+        matches!(&self.tls, Tls::On(session) if session.borrow().wants_write())
+    }
+
+    /// The guest's `send`: with nothing queued, straight to the socket
+    /// (through the TLS session, on a TLS connection).
     fn send(&self, bytes: &[u8]) -> Result<(), SendError> {
-        self.link.outbox().send_through(bytes, |b| match &self.socket {
-            Some(socket) => socket.try_write(b),
-            None => Err(io::ErrorKind::WouldBlock.into()),
+        self.link.outbox().send_through(bytes, |b| match (&self.socket, &self.tls) {
+            (Some(socket), Tls::On(session)) => session.borrow_mut().write_vectored(socket, &[io::IoSlice::new(b)]),
+            (Some(socket), _) => socket.try_write(b),
+            (None, _) => Err(io::ErrorKind::WouldBlock.into()),
         })
     }
 }
@@ -142,6 +152,23 @@ impl pier::outbox::Host for Peer {
 
     fn resume_reading(&mut self) {
         self.link.outbox().reading_paused = false;
+    }
+
+    /// Asks the CSA to switch to TLS once the call returns (it does the
+    /// flushing and the handshake; `send` holds off until then).
+    fn start_tls(&mut self) -> Result<(), String> {
+        let mut outbox = self.link.outbox();
+        match &self.tls {
+            Tls::Offered(_) if !outbox.tls_switch => {
+                outbox.tls_switch = true;
+                Ok(())
+            }
+            Tls::Off => Err(
+                "this listener does not offer STARTTLS: the operator sets starttls = true, with tls-cert and tls-key"
+                    .into(),
+            ),
+            _ => Err("TLS is already on (or starting) for this connection".into()),
+        }
     }
 }
 

@@ -366,6 +366,8 @@ impl State {
             ShutdownReason::Finished => "finished".to_string(),
             ShutdownReason::Closed => "closed".to_string(),
             ShutdownReason::SocketError(e) => format!("socket-error({})", e.replace(' ', "_")),
+            ShutdownReason::TlsHandshakeFailed(e) => format!("tls-handshake-failed({})", e.replace(' ', "_")),
+            ShutdownReason::TlsError(e) => format!("tls-error({})", e.replace(' ', "_")),
         };
         let seed = match (self.seed, self.plain) {
             (Some(seed), _) => seed.to_string(),

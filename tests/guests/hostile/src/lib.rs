@@ -86,6 +86,8 @@ fn reason_name(reason: &ShutdownReason) -> String {
         ShutdownReason::Finished => "finished".into(),
         ShutdownReason::Closed => "closed".into(),
         ShutdownReason::SocketError(e) => format!("socket-error: {e}"),
+        ShutdownReason::TlsHandshakeFailed(e) => format!("tls-handshake-failed: {e}"),
+        ShutdownReason::TlsError(e) => format!("tls-error: {e}"),
     }
 }
 

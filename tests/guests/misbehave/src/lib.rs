@@ -10,7 +10,12 @@
 //!   outside the sandbox and answer `ok: ...` or `denied: ...`, then finish;
 //! - `log N`: write N lines to stderr as fast as it can, then answer;
 //! - `burn MS`: run for MS milliseconds, answer `burned`, and wait for the
-//!   next command (so a connection can spend its CPU budget call by call).
+//!   next command (so a connection can spend its CPU budget call by call);
+//! - `tls`: answer what `connection-info.tls` said (`denied: plaintext`);
+//! - `starttls`: answer `ok: starting tls` (in plaintext, as SMTP's `220`)
+//!   and call `start-tls`; answer its error, or, once it is on, call it
+//!   again and keep that second answer for the `again` command.
+//!   Lines after `starttls` in the same chunk are dropped, as the WIT asks.
 
 wit_bindgen::generate!({ path: "../../../wit", world: "connection-handler", generate_all });
 
@@ -21,6 +26,22 @@ use std::hint::black_box;
 
 thread_local! {
     static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static INFO: RefCell<Option<ConnectionInfo>> = const { RefCell::new(None) };
+    static AGAIN: RefCell<Option<Result<(), String>>> = const { RefCell::new(None) };
+}
+
+/// `connection-info.tls` as one line.
+fn tls_line(info: &Option<ConnectionInfo>) -> Result<String, String> {
+    let tls = info.as_ref().and_then(|i| i.tls.as_ref()).ok_or("plaintext")?;
+    let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "none".into());
+    Ok(format!(
+        "{} {} sni={} alpn={} client={}",
+        tls.version,
+        tls.cipher_suite,
+        or_none(&tls.server_name),
+        or_none(&tls.alpn),
+        or_none(&tls.client_subject)
+    ))
 }
 
 /// Recurses (practically) without end, keeping its frame in wasm locals so
@@ -92,6 +113,17 @@ fn run(command: &str) {
             }
             let _ = outbox::send(b"burned\n");
         }
+        "tls" => answer(INFO.with_borrow(tls_line)),
+        "starttls" => {
+            match outbox::send(b"ok: starting tls\n").map_err(|e| format!("{e:?}")).and_then(|()| outbox::start_tls()) {
+                Ok(()) => {
+                    AGAIN.set(Some(outbox::start_tls()));
+                    LINE.with_borrow_mut(Vec::clear);
+                }
+                Err(e) => answer(Err(e)),
+            }
+        }
+        "again" => answer(AGAIN.take().unwrap_or(Err("no starttls yet".into())).map(|()| "started twice".into())),
         _ => answer(Err(format!("unknown command `{command}`"))),
     }
 }
@@ -99,7 +131,9 @@ fn run(command: &str) {
 struct Misbehave;
 
 impl Guest for Misbehave {
-    fn new_csa(_info: ConnectionInfo) {}
+    fn new_csa(info: ConnectionInfo) {
+        INFO.set(Some(info));
+    }
 
     fn data(bytes: Vec<u8>) {
         LINE.with_borrow_mut(|line| line.extend_from_slice(&bytes));
