@@ -25,8 +25,8 @@ pub async fn check(path: &Path) -> anyhow::Result<String> {
 pub async fn check_config(config: &ServerConfig) -> anyhow::Result<String> {
     crate::server::load(config).await?;
     let mut out = format!(
-        "{:<12} {:<22} {:>9} {:>9} {:>8} {:>8} {:>10}  {}\n",
-        "LISTENER", "LISTEN", "MAX-CONNS", "MEMORY", "CPU", "IDLE", "WORST-CASE", "PLUGIN"
+        "{:<12} {:<22} {:<8} {:>9} {:>9} {:>8} {:>8} {:>10}  {}\n",
+        "LISTENER", "LISTEN", "TLS", "MAX-CONNS", "MEMORY", "CPU", "IDLE", "WORST-CASE", "PLUGIN"
     );
     let mut total = 0u64;
     for l in &config.listeners {
@@ -34,9 +34,14 @@ pub async fn check_config(config: &ServerConfig) -> anyhow::Result<String> {
         total = total.saturating_add(worst);
         let _ = writeln!(
             out,
-            "{:<12} {:<22} {:>9} {:>9} {:>8} {:>8} {:>10}  {}",
+            "{:<12} {:<22} {:<8} {:>9} {:>9} {:>8} {:>8} {:>10}  {}",
             l.name,
             l.listen.to_string(),
+            match (l.has_tls(), l.starttls) {
+                (false, _) => "-",
+                (true, false) => "tls",
+                (true, true) => "starttls",
+            },
             l.max_connections,
             format_size(l.memory_limit),
             format_duration(l.cpu_limit),

@@ -20,6 +20,12 @@ pub const CONNECTION_OVERHEAD: u64 = 64 << 10;
 /// stream handle, a directory descriptor), an upper estimate.
 pub const RESOURCE_ENTRY: u64 = 256;
 
+/// What one TLS connection's rustls state may hold: encrypted records
+/// waiting for the socket (its 64 KiB buffer limit), decrypted bytes not
+/// yet read (16 KiB), a handshake message being reassembled (64 KiB), and
+/// the session's own state; an upper estimate.
+pub const TLS_SESSION: u64 = 160 << 10;
+
 /// One line of the arithmetic.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Row {
@@ -36,7 +42,8 @@ pub fn rows(listener: &ListenerConfig) -> Vec<Row> {
     let each =
         |resource, bytes: u64| Row { resource, per_connection: Some(bytes), per_listener: bytes.saturating_mul(conns) };
     let high_water = listener.outbox_high_water as u64;
-    vec![
+    let tls = listener.has_tls().then(|| each("TLS session (rustls buffers)", TLS_SESSION));
+    let mut rows = vec![
         each("linear memory (memory-limit)", listener.memory_limit),
         each("call stack", ASYNC_STACK as u64),
         // Below high water one send of at most the mark is taken.
@@ -52,7 +59,9 @@ pub fn rows(listener: &ListenerConfig) -> Vec<Row> {
             per_listener: (listener.backplane_max_bytes as u64).min(conns.saturating_mul(MAILBOX_BYTES as u64)),
         },
         Row { resource: "key-value store (kv-max-bytes)", per_connection: None, per_listener: listener.kv_max_bytes },
-    ]
+    ];
+    rows.extend(tls);
+    rows
 }
 
 /// The sum of [`rows`]: the most host memory `listener` can make pier hold.
@@ -92,6 +101,8 @@ mod tests {
         assert_eq!(worst_case(&l), 10 * per_conn + (1 << 20) + (8 << 20), "the listener budget caps the mailboxes");
         l.memory_limit *= 2;
         assert_eq!(worst_case(&l), 10 * (per_conn + (1 << 20)) + (1 << 20) + (8 << 20));
+        l.tls_cert = Some("cert.pem".into());
+        assert_eq!(worst_case(&l), 10 * (per_conn + (1 << 20) + TLS_SESSION) + (1 << 20) + (8 << 20));
     }
 
     #[test]

@@ -347,10 +347,10 @@ impl Csa {
     fn flush(&mut self) -> Turn {
         let peer = &mut self.store.data_mut().peer;
         let socket = peer.socket.as_ref().expect("a live connection has its socket");
-        let mut session = peer.tls.session();
+        let session = peer.tls.session();
         let mut outbox = self.link.outbox();
         let wrote_directly = std::mem::take(&mut outbox.wrote_directly);
-        let written = match session.as_deref_mut() {
+        let written = match session {
             Some(s) => s.flush(socket).or_else(would_block_ok).and_then(|()| {
                 if outbox.queued() > 0 { outbox.write_to(|iov| s.write_vectored(socket, iov)) } else { Ok(0) }
             }),
