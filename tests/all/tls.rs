@@ -264,6 +264,14 @@ fn start_tls_switches_a_plaintext_connection() {
     tls.write_all(b"again\n").unwrap();
     let answer = String::from_utf8(read_all(&mut tls)).unwrap();
     assert!(answer.starts_with("denied: TLS is already on"), "{answer}");
+    // After the switch the handler can ask what was negotiated.
+    let mut socket = connect(pier.addr());
+    socket.write_all(b"starttls\n").unwrap();
+    assert_eq!(read_n(&mut socket, 17), b"ok: starting tls\n");
+    let mut tls = tls_over(socket, client_config(&certs.ca, None));
+    tls.write_all(b"tls-now\n").unwrap();
+    let answer = String::from_utf8(read_all(&mut tls)).unwrap();
+    assert!(answer.starts_with("ok: TLSv1.3 TLS13_") && answer.contains("sni=localhost"), "{answer}");
 
     let plain_only = Pier::serve("misbehave", &[]);
     let mut s = connect(plain_only.addr());

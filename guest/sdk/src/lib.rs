@@ -43,6 +43,7 @@ mod outbox;
 pub mod dispatch;
 
 pub use bindings::exports::pier::server::inbox::{ConnectionInfo, ShutdownReason};
+pub use bindings::pier::server::types::TlsInfo;
 pub use bindings::pier::server::{backplane, config, limits};
 pub use bindings::wasi::keyvalue;
 pub use lines::Lines;

@@ -133,6 +133,12 @@ impl Outbox {
         host::start_tls()
     }
 
+    /// What the TLS handshake settled (version, cipher suite, SNI, ALPN,
+    /// client certificate subject), once TLS is on; `None` in plaintext.
+    pub fn tls_info(&self) -> Option<crate::TlsInfo> {
+        host::tls()
+    }
+
     /// Hands held-back bytes to the host; true when none remain.
     pub(crate) fn flush(&mut self) -> bool {
         let held = !self.pending.is_empty();

@@ -5,7 +5,7 @@
 use super::guest_log::{GuestLog, LogRate, Stdio};
 use super::limits::MemoryLimiter;
 use crate::bindings::pier::server as pier;
-use crate::bindings::{self, SendError as WitSendError};
+use crate::bindings::{self, SendError as WitSendError, TlsInfo};
 use crate::config::ListenerConfig;
 use crate::outbox::{Link, SendError};
 use crate::services;
@@ -169,6 +169,10 @@ impl pier::outbox::Host for Peer {
             ),
             _ => Err("TLS is already on (or starting) for this connection".into()),
         }
+    }
+
+    fn tls(&mut self) -> Option<TlsInfo> {
+        self.tls.session().map(|s| s.info())
     }
 }
 

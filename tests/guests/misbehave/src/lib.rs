@@ -12,6 +12,7 @@
 //! - `burn MS`: run for MS milliseconds, answer `burned`, and wait for the
 //!   next command (so a connection can spend its CPU budget call by call);
 //! - `tls`: answer what `connection-info.tls` said (`denied: plaintext`);
+//!   `tls-now`: what `outbox.tls` says now;
 //! - `starttls`: answer `ok: starting tls` (in plaintext, as SMTP's `220`)
 //!   and call `start-tls`; answer its error, or, once it is on, call it
 //!   again and keep that second answer for the `again` command.
@@ -114,6 +115,7 @@ fn run(command: &str) {
             let _ = outbox::send(b"burned\n");
         }
         "tls" => answer(INFO.with_borrow(tls_line)),
+        "tls-now" => answer(tls_line(&Some(ConnectionInfo { tls: outbox::tls(), ..INFO.take().unwrap() }))),
         "starttls" => {
             match outbox::send(b"ok: starting tls\n").map_err(|e| format!("{e:?}")).and_then(|()| outbox::start_tls()) {
                 Ok(()) => {
