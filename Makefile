@@ -3,7 +3,7 @@
 #   make test   install what the tests need, build, run the whole suite
 
 CARGO   ?= cargo
-GUESTS  := echo chargen chat fortune http-server resp counter flow chaos misbehave hostile wrong-world
+GUESTS  := echo chargen chat fortune http-server resp smtp counter flow chaos misbehave hostile wrong-world
 WASM    := target/wasm32-wasip2/release
 PIER    := target/release/pier
 BENCH   := target/release/pier-bench
@@ -12,11 +12,14 @@ BENCH   := target/release/pier-bench
 # selection unifies features differently: pier-bench adds tokio/process, the
 # guests' wit-bindgen macro adds anyhow/std under wasmtime's own macro).
 # `--bins` on build: the guests' cdylibs do not link natively.
-NATIVE   := pier pier-bench pier-guest resp http-server
+NATIVE   := pier pier-bench pier-guest resp http-server smtp
 # What the tests and benchmarks run besides pier (nc, socat, curl, wrk,
 # redis-cli, redis-benchmark, redis-server, promtool, systemd-socket-activate);
 # running pier needs none of them.
-TEST_APT := netcat-openbsd socat curl wrk redis-tools redis-server prometheus systemd
+TEST_APT := netcat-openbsd socat curl wrk redis-tools redis-server prometheus systemd openssl swaks
+# The demo's TLS listeners use a throwaway CA and certificate made here by
+# `make build` with the openssl CLI (never committed): target/demo-certs.
+CERTS := target/demo-certs
 # The `wasmtime serve` baseline of `make bench`: the CLI of the host's wasmtime
 # version, built once into target/tools: `run` and `serve` only (serve does not
 # compile without component-model-async), no other tools or proposals; clap's
@@ -31,9 +34,12 @@ all: build
 ## setup: everything below (what `make run` and `make test` need), if missing
 setup: setup-run setup-test
 
-## setup-run: what building and running need: the wasm32-wasip2 target, if missing
+## setup-run: what building and running need: the wasm32-wasip2 target and the
+## openssl CLI (for the demo certificate), if missing
 setup-run:
 	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+	@command -v openssl >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openssl; }
 
 ## setup-test: the Debian packages the tests and benchmarks use, if missing
 setup-test:
@@ -46,9 +52,20 @@ setup-test:
 
 ## build: the host and pier-bench in release (features resolved over NATIVE, so
 ## `make test` reuses them) and every guest component
-build: setup-run
+build: setup-run $(CERTS)/server.pem
 	$(CARGO) build --release $(addprefix -p ,$(NATIVE)) --bins
 	$(CARGO) build --release --target wasm32-wasip2 $(addprefix -p ,$(GUESTS))
+
+# A CA and a certificate it signed for localhost and 127.0.0.1, for a year.
+$(CERTS)/server.pem:
+	@mkdir -p $(CERTS)
+	@cd $(CERTS) && ec="-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes" && \
+		openssl req -x509 $$ec -keyout ca.key -out ca.pem -subj "/CN=pier demo CA" -days 365 2>/dev/null && \
+		openssl req $$ec -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null && \
+		printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > server.ext && \
+		openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 365 \
+			-extfile server.ext -out server.pem 2>/dev/null
+	@echo "made a demo CA and certificate in $(CERTS) (trust $(CERTS)/ca.pem)"
 
 ## run: serve examples/pier.toml, every demo handler on its own port
 run: build
@@ -58,6 +75,8 @@ run: build
 	@echo "      nc 127.0.0.1 7003           (chat: open two, type lines; /nick NAME)"
 	@echo "      redis-cli -p 7004 set k v   (resp: then get k, incr n, ...)"
 	@echo "      curl -i 127.0.0.1:7005/hello (http: also / and HEAD)"
+	@echo "      swaks --server 127.0.0.1:7006 --to you@example.com --tls   (smtp, STARTTLS)"
+	@echo "      curl --cacert $(CERTS)/ca.pem https://localhost:7007/hello   (http over TLS)"
 	$(PIER) serve --config examples/pier.toml
 
 ## test: the whole suite against the release build: in one cargo invocation the

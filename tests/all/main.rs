@@ -24,3 +24,4 @@ mod resp;
 mod resp_conformance;
 mod shutdown;
 mod tls;
+mod smtp;
