@@ -26,6 +26,9 @@ pub const RESOURCE_ENTRY: u64 = 256;
 /// the session's own state; an upper estimate.
 pub const TLS_SESSION: u64 = 160 << 10;
 
+/// What one pending timer holds: its deadline and id, in two ordered maps.
+pub const TIMER_ENTRY: u64 = 96;
+
 /// One line of the arithmetic.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Row {
@@ -52,6 +55,7 @@ pub fn rows(listener: &ListenerConfig) -> Vec<Row> {
         each("WASI resource table", MAX_RESOURCES as u64 * RESOURCE_ENTRY),
         each("guest log lines (stdout, stderr)", 2 * MAX_LOG_LINE as u64),
         each("backplane subscriptions", (MAX_TOPICS * MAX_TOPIC_LEN) as u64),
+        each("timers (max-timers)", u64::from(listener.max_timers) * TIMER_ENTRY),
         each("store, instance, task", CONNECTION_OVERHEAD),
         Row {
             resource: "backplane mailboxes (backplane-max-bytes)",

@@ -9,7 +9,7 @@ use crate::outbox::Link;
 use crate::sandbox::state::{Peer, Services};
 use crate::sandbox::{HostState, plugin};
 use crate::services::backplane::{self, Backplane, Subscriber};
-use crate::services::{config, keyvalue, limits};
+use crate::services::{config, keyvalue, limits, timers};
 use crate::stats::ListenerStats;
 use crate::tls::{self, Tls};
 use anyhow::Context;
@@ -107,6 +107,7 @@ impl Tenant {
             backplane: backplane::Client::new(self.backplane.clone(), conn, subscriber),
             keyvalue: keyvalue::Client::new(self.store.clone()),
             limits: limits::Client(self.store.clone()),
+            timers: timers::Client::new(self.config.max_timers),
         };
         let state = HostState::new(&self.config, Peer { link, socket, tls }, services)?;
         let mut store = Store::new(self.pre.engine(), state);

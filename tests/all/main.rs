@@ -23,5 +23,6 @@ mod reload;
 mod resp;
 mod resp_conformance;
 mod shutdown;
+mod timers;
 mod tls;
 mod smtp;

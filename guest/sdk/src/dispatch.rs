@@ -55,6 +55,10 @@ pub fn message<H: Handler>(key: &'static Key<H>, topic: String, message: Vec<u8>
     with(key, |h, out| h.on_message(out, &topic, &message));
 }
 
+pub fn timer<H: Handler>(key: &'static Key<H>, id: u64) {
+    with(key, |h, out| h.on_timer(out, id));
+}
+
 pub fn shutdown_csa<H: Handler>(key: &'static Key<H>, reason: ShutdownReason) {
     with(key, |h, out| {
         h.on_shutdown(out, &reason);

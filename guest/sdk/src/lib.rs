@@ -44,7 +44,7 @@ pub mod dispatch;
 
 pub use bindings::exports::pier::server::inbox::{ConnectionInfo, ShutdownReason};
 pub use bindings::pier::server::types::TlsInfo;
-pub use bindings::pier::server::{backplane, config, limits};
+pub use bindings::pier::server::{backplane, config, limits, timers};
 pub use bindings::wasi::keyvalue;
 pub use lines::Lines;
 pub use outbox::Outbox;
@@ -70,6 +70,9 @@ pub trait Handler: Sized + 'static {
 
     /// A backplane message on a topic this handler subscribed to.
     fn on_message(&mut self, _out: &mut Outbox, _topic: &str, _message: &[u8]) {}
+
+    /// A timer set with [`timers::set`] is due (`id` is what `set` gave).
+    fn on_timer(&mut self, _out: &mut Outbox, _id: u64) {}
 
     /// The connection is ending; the last call. On
     /// `ShutdownReason::ServerShutdown` the connection is still open: what is
@@ -104,6 +107,9 @@ macro_rules! handler {
                 }
                 fn message(topic: ::std::string::String, message: ::std::vec::Vec<u8>) {
                     $crate::dispatch::message(&CONN, topic, message)
+                }
+                fn timer(id: u64) {
+                    $crate::dispatch::timer(&CONN, id)
                 }
                 fn shutdown_csa(reason: $crate::ShutdownReason) {
                     $crate::dispatch::shutdown_csa(&CONN, reason)

@@ -70,6 +70,8 @@ pub struct ListenerConfig {
     pub backplane_max_bytes: usize,
     /// Log lines per second one connection's handler may write.
     pub log_rate: u32,
+    /// Timers one connection's handler may have pending at once.
+    pub max_timers: u32,
     /// Host directories the handler may read, each visible to it under its
     /// own path. Nothing else of the filesystem is reachable.
     pub allow_dirs: Vec<PathBuf>,
@@ -123,6 +125,7 @@ impl ListenerConfig {
             kv_max_keys: 1_000_000,
             backplane_max_bytes: 16 << 20,
             log_rate: 100,
+            max_timers: 64,
             allow_dirs: Vec::new(),
             env: BTreeMap::new(),
             settings: BTreeMap::new(),

@@ -83,6 +83,9 @@ pub struct ListenerSettings {
     /// stderr together); the excess is dropped and counted.
     #[arg(long, value_name = "N")]
     pub log_rate: Option<u32>,
+    /// Timers one connection's handler may have pending at once (`timers.set`).
+    #[arg(long, value_name = "N")]
+    pub max_timers: Option<u32>,
     /// Read-only host directories the handler may open.
     #[arg(skip)]
     pub allow_dirs: Option<Vec<PathBuf>>,
@@ -199,6 +202,7 @@ impl ListenerSettings {
         set(&mut c.kv_max_keys, self.kv_max_keys);
         set(&mut c.backplane_max_bytes, self.backplane_max_bytes.map(|s| to_usize(s.0)));
         set(&mut c.log_rate, self.log_rate);
+        set(&mut c.max_timers, self.max_timers);
         set(&mut c.allow_dirs, self.allow_dirs.as_ref().map(|dirs| dirs.iter().map(|d| base.join(d)).collect()));
         set(&mut c.env, self.env.clone());
         set(&mut c.settings, self.config.clone());

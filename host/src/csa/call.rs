@@ -18,6 +18,7 @@ pub(super) enum Inbox<'a> {
     EndOfInput,
     Writable,
     Message(&'a str, &'a [u8]),
+    Timer(u64),
     ShutdownCsa(WitShutdownReason),
 }
 
@@ -30,7 +31,8 @@ impl Inbox<'_> {
             Inbox::EndOfInput => 2,
             Inbox::Writable => 3,
             Inbox::Message(..) => 4,
-            Inbox::ShutdownCsa(_) => 5,
+            Inbox::Timer(_) => 5,
+            Inbox::ShutdownCsa(_) => 6,
         }
     }
 }
@@ -78,6 +80,7 @@ pub(super) async fn call(
             Inbox::EndOfInput => inbox.call_end_of_input(&mut *store).await,
             Inbox::Writable => inbox.call_writable(&mut *store).await,
             Inbox::Message(topic, body) => inbox.call_message(&mut *store, topic, body).await,
+            Inbox::Timer(id) => inbox.call_timer(&mut *store, id).await,
             Inbox::ShutdownCsa(reason) => inbox.call_shutdown_csa(&mut *store, &reason).await,
         }
     };

@@ -92,6 +92,7 @@ pub(crate) async fn serve(conn: Accepted, tenant: Arc<Tenant>, stop: Stop) -> Sh
         times: CallTimes::default(),
         last_activity: Instant::now(),
         idle,
+        timer: None,
     };
     let info = ConnectionInfo {
         id,
@@ -169,6 +170,9 @@ struct Csa {
     told_shutdown: bool,
     last_activity: Instant,
     idle: Pin<Box<Sleep>>,
+    /// Set to the earliest pending timer's deadline; made on first use, so
+    /// a connection that never sets a timer holds none.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// The outbox's state, read under one lock at the top of a turn.
@@ -191,6 +195,7 @@ enum Wake {
     Socket(SocketIo),
     Mail,
     IdleTimer,
+    Timer,
 }
 
 /// `Err` ends the connection, with its reason.
@@ -220,6 +225,7 @@ impl Csa {
                 Wake::Socket(io) => self.on_socket(io).await?,
                 Wake::Mail => {}
                 Wake::IdleTimer => self.on_idle_timer()?,
+                Wake::Timer => self.deliver_timers().await?,
             }
         }
     }
@@ -274,6 +280,8 @@ impl Csa {
         let read = !self.input_ended && !now.paused && !now.full && now.state == WriteState::Open;
         let write = now.queued > 0;
         let mail = self.takes_mail(now);
+        let due = self.store.data().services.timers.next_deadline().filter(|_| mail);
+        let timer = arm(&mut self.timer, due);
         let peer = &mut self.store.data_mut().peer;
         let socket = peer.socket.as_mut().expect("a live connection has its socket");
         let tls = peer.tls.session();
@@ -283,7 +291,22 @@ impl Csa {
             io = io::socket_io(socket, tls, read, write) => Wake::Socket(io),
             () = std::future::poll_fn(|cx| self.subscriber.poll_mail(cx)), if mail => Wake::Mail,
             () = self.idle.as_mut() => Wake::IdleTimer,
+            () = poll_timer(timer) => Wake::Timer,
         }
+    }
+
+    /// Calls `timer` for each timer due, in deadline order, a batch at a
+    /// time as messages are.
+    async fn deliver_timers(&mut self) -> Turn {
+        let now = Instant::now();
+        for _ in 0..MESSAGE_BATCH {
+            let Some(id) = self.store.data_mut().services.timers.take_due(now) else { break };
+            self.deliver(Inbox::Timer(id)).await?;
+            if self.link.outbox().state != WriteState::Open {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// An embedder changed the outbox (the next turn acts on it), or the
@@ -435,6 +458,24 @@ impl Csa {
             io::linger(socket, &self.link.doorbell).await;
         }
         debug!("socket closed");
+    }
+}
+
+/// The connection's timer sleep set to `deadline` (made on first use).
+fn arm(slot: &mut Option<Pin<Box<Sleep>>>, deadline: Option<Instant>) -> Option<Pin<&mut Sleep>> {
+    let deadline = deadline?;
+    let sleep = slot.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+    if sleep.deadline() != deadline {
+        sleep.as_mut().reset(deadline);
+    }
+    Some(sleep.as_mut())
+}
+
+/// Waits for the timer's sleep, or forever when there is none.
+async fn poll_timer(timer: Option<Pin<&mut Sleep>>) {
+    match timer {
+        Some(sleep) => sleep.await,
+        None => std::future::pending().await,
     }
 }
 

@@ -30,7 +30,7 @@ pub(crate) struct HostState {
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) peer: Peer,
-    services: Services,
+    pub(crate) services: Services,
 }
 
 /// The guest's connection: the outbox its `send` fills, the socket, and
@@ -50,6 +50,7 @@ pub(crate) struct Services {
     pub(crate) backplane: services::backplane::Client,
     pub(crate) keyvalue: services::keyvalue::Client,
     pub(crate) limits: services::limits::Client,
+    pub(crate) timers: services::timers::Client,
 }
 
 impl HostState {
@@ -88,6 +89,7 @@ impl HostState {
             &mut s.services.backplane
         })?;
         pier::limits::add_to_linker::<_, HasSelf<services::limits::Client>>(linker, |s| &mut s.services.limits)?;
+        pier::timers::add_to_linker::<_, HasSelf<services::timers::Client>>(linker, |s| &mut s.services.timers)?;
         keyvalue::store::add_to_linker::<_, Kv>(linker, |s| &mut s.services.keyvalue)?;
         keyvalue::atomics::add_to_linker::<_, Kv>(linker, |s| &mut s.services.keyvalue)?;
         let mut outbox = linker.instance(OUTBOX_IMPORT)?;

@@ -7,3 +7,4 @@ pub(crate) mod backplane;
 pub(crate) mod config;
 pub(crate) mod keyvalue;
 pub(crate) mod limits;
+pub(crate) mod timers;

@@ -447,6 +447,8 @@ impl Guest for Chaos {
         });
     }
 
+    fn timer(_id: u64) {}
+
     fn shutdown_csa(reason: ShutdownReason) {
         let line = STATE.with_borrow(|s| s.report(&reason));
         println!("{line}");

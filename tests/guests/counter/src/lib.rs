@@ -29,6 +29,8 @@ impl Guest for Counter {
 
     fn writable() {}
 
+    fn timer(_id: u64) {}
+
     fn shutdown_csa(_reason: ShutdownReason) {}
 }
 

@@ -140,6 +140,8 @@ impl Guest for Flow {
         });
     }
 
+    fn timer(_id: u64) {}
+
     fn shutdown_csa(_reason: ShutdownReason) {}
 }
 

@@ -339,6 +339,8 @@ impl Guest for Hostile {
         }
     }
 
+    fn timer(_id: u64) {}
+
     fn shutdown_csa(reason: ShutdownReason) {
         if STATE.with_borrow(|s| s.probe_at_shutdown) {
             let r = outbox::send(b"after shutdown\n");

@@ -16,12 +16,16 @@
 //! - `starttls`: answer `ok: starting tls` (in plaintext, as SMTP's `220`)
 //!   and call `start-tls`; answer its error, or, once it is on, call it
 //!   again and keep that second answer for the `again` command.
-//!   Lines after `starttls` in the same chunk are dropped, as the WIT asks.
+//!   Lines after `starttls` in the same chunk are dropped, as the WIT asks;
+//! - `after MS`: set a timer; when it fires answer `fired after N ms`;
+//! - `cancel MS`: set timers at MS and 2 x MS, cancel the first, and answer
+//!   which one fired;
+//! - `timers`: set timers until the host refuses, and answer how many.
 
 wit_bindgen::generate!({ path: "../../../wit", world: "connection-handler", generate_all });
 
 use exports::pier::server::inbox::{ConnectionInfo, Guest, ShutdownReason};
-use pier::server::{config, outbox};
+use pier::server::{config, outbox, timers};
 use std::cell::RefCell;
 use std::hint::black_box;
 
@@ -29,6 +33,9 @@ thread_local! {
     static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     static INFO: RefCell<Option<ConnectionInfo>> = const { RefCell::new(None) };
     static AGAIN: RefCell<Option<Result<(), String>>> = const { RefCell::new(None) };
+    /// When the `after` or `cancel` command set its timer, and the id the
+    /// `cancel` command cancelled.
+    static TIMED: RefCell<Option<(std::time::Instant, Option<(u64, bool)>)>> = const { RefCell::new(None) };
 }
 
 /// `connection-info.tls` as one line.
@@ -114,6 +121,26 @@ fn run(command: &str) {
             }
             let _ = outbox::send(b"burned\n");
         }
+        "after" => match timers::set(arg.parse().unwrap_or(0)) {
+            Ok(_) => TIMED.set(Some((std::time::Instant::now(), None))),
+            Err(e) => answer(Err(format!("{e:?}"))),
+        },
+        "cancel" => {
+            let ms: u64 = arg.parse().unwrap_or(0);
+            let (first, _second) = (timers::set(ms).unwrap(), timers::set(2 * ms).unwrap());
+            let cancelled = timers::cancel(first);
+            TIMED.set(Some((std::time::Instant::now(), Some((first, cancelled)))));
+        }
+        "timers" => {
+            let mut n = 0;
+            let refused = loop {
+                match timers::set(3_600_000) {
+                    Ok(_) => n += 1,
+                    Err(e) => break e,
+                }
+            };
+            answer(Ok(format!("set {n}, then {refused:?}")));
+        }
         "tls" => answer(INFO.with_borrow(tls_line)),
         "tls-now" => answer(tls_line(&Some(ConnectionInfo { tls: outbox::tls(), ..INFO.take().unwrap() }))),
         "starttls" => {
@@ -157,6 +184,15 @@ impl Guest for Misbehave {
     fn message(_topic: String, _message: Vec<u8>) {}
 
     fn writable() {}
+
+    fn timer(id: u64) {
+        let Some((since, cancel)) = TIMED.take() else { return };
+        let ms = since.elapsed().as_millis();
+        answer(Ok(match cancel {
+            None => format!("fired after {ms} ms"),
+            Some((first, cancelled)) => format!("timer {id} fired after {ms} ms; timer {first} cancelled: {cancelled}"),
+        }));
+    }
 
     fn shutdown_csa(_reason: ShutdownReason) {}
 }
