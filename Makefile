@@ -3,7 +3,7 @@
 #   make test   install what the tests need, build, run the whole suite
 
 CARGO   ?= cargo
-GUESTS  := echo chargen chat fortune http-server resp smtp counter flow chaos misbehave hostile wrong-world
+GUESTS  := echo chargen chat fortune http-server resp smtp counter flow chaos misbehave hostile commands wrong-world
 WASM    := target/wasm32-wasip2/release
 PIER    := target/release/pier
 BENCH   := target/release/pier-bench
@@ -77,6 +77,7 @@ run: build
 	@echo "      curl -i 127.0.0.1:7005/hello (http: also / and HEAD)"
 	@echo "      swaks --server 127.0.0.1:7006 --to you@example.com --tls   (smtp, STARTTLS)"
 	@echo "      curl --cacert $(CERTS)/ca.pem https://localhost:7007/hello   (http over TLS)"
+	@echo "      nc 127.0.0.1 7008               (rev: a plain wasi:cli program, inetd-style)"
 	$(PIER) serve --config examples/pier.toml
 
 ## test: the whole suite against the release build: in one cargo invocation the

@@ -14,7 +14,7 @@ pub async fn check(path: &Path) -> anyhow::Result<String> {
     let listen = ListenAddr::parse_addr("127.0.0.1:0")?;
     let tenants = crate::server::load(&ServerConfig::new(vec![ListenerConfig::new("main", listen, path)])).await?;
     let pre = &tenants[0].pre;
-    Ok(plugin::describe(pre.engine(), pre.instance_pre().component()))
+    Ok(plugin::describe(pre.engine(), pre.component()))
 }
 
 /// Validates every listener of a configuration as `pier serve --config`

@@ -77,6 +77,10 @@ pub enum ShutdownReason {
     CpuBudget,
     /// The handler could not be instantiated.
     InstantiateFailed(String),
+    /// On a `proxy-protocol` listener, the connection did not begin with a
+    /// valid PROXY protocol header in time (the text says why). It comes
+    /// before the connection is started: no `NewCsa`, no instance.
+    ProxyHeaderInvalid(String),
 }
 
 impl ShutdownReason {
@@ -91,7 +95,7 @@ impl ShutdownReason {
 
 /// Every [`ShutdownReason::kind`], in a fixed order (the metrics' `reason`
 /// label values).
-pub const REASON_KINDS: [&str; 14] = [
+pub const REASON_KINDS: [&str; 15] = [
     "peer-closed",
     "peer-reset",
     "idle-timeout",
@@ -106,6 +110,7 @@ pub const REASON_KINDS: [&str; 14] = [
     "cpu-limit",
     "cpu-budget",
     "instantiate-failed",
+    "proxy-header-invalid",
 ];
 
 impl ShutdownReason {
@@ -131,6 +136,7 @@ impl ShutdownReason {
             Self::CpuLimit => 11,
             Self::CpuBudget => 12,
             Self::InstantiateFailed(_) => 13,
+            Self::ProxyHeaderInvalid(_) => 14,
         }
     }
 }
@@ -143,7 +149,8 @@ impl fmt::Display for ShutdownReason {
             | Self::TlsHandshakeFailed(e)
             | Self::TlsError(e)
             | Self::Trapped(e)
-            | Self::InstantiateFailed(e) => write!(f, ": {e}"),
+            | Self::InstantiateFailed(e)
+            | Self::ProxyHeaderInvalid(e) => write!(f, ": {e}"),
             _ => Ok(()),
         }
     }

@@ -62,6 +62,7 @@ pub mod measure;
 mod metrics;
 mod os_limits;
 pub mod outbox;
+mod proxy_protocol;
 mod reload;
 mod sandbox;
 mod server;

@@ -4,8 +4,9 @@
 
 use crate::config::{ListenAddr, ListenerConfig};
 use crate::csa::{self, Accepted};
-use crate::events::{Events, ServerEvent};
+use crate::events::{Events, ServerEvent, ShutdownReason};
 use crate::outbox::CsaHandle;
+use crate::proxy_protocol;
 use crate::shutdown::Stop;
 use crate::tenant::Tenant;
 use anyhow::{Context, bail};
@@ -211,6 +212,7 @@ pub(crate) async fn accept_loop(
     tasks: TaskTracker,
 ) {
     let mut failures = FailureLog::default();
+    let rejects = Arc::new(Mutex::new(FailureLog::default()));
     let name = slot.current().name.clone();
     loop {
         let permit = tokio::select! {
@@ -233,27 +235,76 @@ pub(crate) async fn accept_loop(
         };
         let tenant = slot.current();
         tune(&stream, &tenant.config);
-        let conn = start(stream, peer, &tenant, &events);
-        let span = tracing::info_span!("conn", listener = &*tenant.name, conn = conn.id, %peer);
-        let (events, stop) = (events.clone(), stop.clone());
-        tasks.spawn(
-            async move {
-                let (id, listener) = (conn.id, tenant.name.clone());
-                let stats = tenant.stats.clone();
-                let reason = csa::serve(conn, tenant, stop).await;
-                stats.ended(&reason);
-                if reason.instance_failed() {
-                    warn!(%reason, "handler failed; connection closed");
-                } else {
-                    debug!(%reason, "connection closed");
-                }
-                events.emit(|| ServerEvent::ShutdownCsa { id, listener, reason });
-                drop(permit);
-            }
-            .instrument(span),
-        );
+        let (events, stop, rejects) = (events.clone(), stop.clone(), rejects.clone());
+        tasks.spawn(async move {
+            connection(stream, peer, tenant, events, stop, &rejects).await;
+            drop(permit);
+        });
     }
     info!(listener = &*name, "stopped accepting");
+}
+
+/// One accepted connection's task: on a `proxy-protocol` listener its
+/// header first (here, not in the accept loop, so a slow client stalls
+/// nobody else), then the connection is started, with the client's address
+/// as its peer, and served.
+async fn connection(
+    mut stream: TcpStream,
+    socket_peer: SocketAddr,
+    tenant: Arc<Tenant>,
+    events: Events,
+    stop: Stop,
+    rejects: &Mutex<FailureLog>,
+) {
+    let mut peer = socket_peer;
+    if tenant.config.proxy_protocol {
+        let span = tracing::info_span!("conn", listener = &*tenant.name, from = %socket_peer);
+        let header = async {
+            tokio::select! {
+                _ = stop.token.cancelled() => {
+                    debug!("server shutdown before the PROXY protocol header; connection closed");
+                    None
+                }
+                r = proxy_protocol::read_header(&mut stream, proxy_protocol::HEADER_TIMEOUT) => Some(r),
+            }
+        };
+        match header.instrument(span.clone()).await {
+            None => return,
+            Some(Ok(client)) => peer = client.unwrap_or(socket_peer),
+            Some(Err(why)) => {
+                let reason = ShutdownReason::ProxyHeaderInvalid(why);
+                tenant.stats.ended(&reason);
+                span.in_scope(|| debug!(%reason, "connection closed"));
+                rejects.lock().unwrap_or_else(|p| p.into_inner()).note_rejected(&tenant.name, socket_peer, &reason);
+                return;
+            }
+        }
+    }
+    let conn = start(stream, peer, &tenant, &events);
+    let span = tracing::info_span!(
+        "conn",
+        listener = &*tenant.name,
+        conn = conn.id,
+        %peer,
+        via = tracing::field::Empty
+    );
+    if peer != socket_peer {
+        span.record("via", tracing::field::display(socket_peer));
+    }
+    async move {
+        let (id, listener) = (conn.id, tenant.name.clone());
+        let stats = tenant.stats.clone();
+        let reason = csa::serve(conn, tenant, stop).await;
+        stats.ended(&reason);
+        if reason.instance_failed() {
+            warn!(%reason, "handler failed; connection closed");
+        } else {
+            debug!(%reason, "connection closed");
+        }
+        events.emit(|| ServerEvent::ShutdownCsa { id, listener, reason });
+    }
+    .instrument(span)
+    .await;
 }
 
 /// Clients waiting in each listening socket's accept queue, by bound
@@ -300,8 +351,10 @@ fn proc_addr(text: &str) -> Option<SocketAddr> {
 /// descriptors, say) before it tries again.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
-/// Accept failures, logged at most once a second with the count since the
-/// last line, so that running out of file descriptors cannot flood the log.
+/// Accept failures (and, on a `proxy-protocol` listener, connections
+/// closed for a bad header), logged at most once a second with the count
+/// since the last line, so that running out of file descriptors, or a
+/// flood of bad clients, cannot flood the log.
 #[derive(Default)]
 struct FailureLog {
     last: Option<tokio::time::Instant>,
@@ -309,13 +362,32 @@ struct FailureLog {
 }
 
 impl FailureLog {
-    fn note(&mut self, listener: &str, e: &io::Error) {
+    /// Counts one failure; the count to log, when a line is due.
+    fn due(&mut self) -> Option<u64> {
         self.unlogged += 1;
         let now = tokio::time::Instant::now();
-        if self.last.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
-            warn!(listener, error = %e, failures = self.unlogged, "accept failed; retrying (logged at most once a second)");
-            self.last = Some(now);
-            self.unlogged = 0;
+        if self.last.is_some_and(|at| now.duration_since(at) < Duration::from_secs(1)) {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+
+    fn note(&mut self, listener: &str, e: &io::Error) {
+        if let Some(failures) = self.due() {
+            warn!(listener, error = %e, failures, "accept failed; retrying (logged at most once a second)");
+        }
+    }
+
+    fn note_rejected(&mut self, listener: &str, from: SocketAddr, reason: &ShutdownReason) {
+        if let Some(rejected) = self.due() {
+            warn!(
+                listener,
+                %from,
+                %reason,
+                rejected,
+                "connection closed: proxy-protocol is on and it sent no valid PROXY protocol header (logged at most once a second)"
+            );
         }
     }
 }

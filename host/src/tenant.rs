@@ -2,12 +2,12 @@
 //! pre-linked handler, its backplane and key-value store), and how each
 //! connection's store is made from it.
 
-use crate::bindings::ConnectionHandlerPre;
 use crate::config::units::format_size;
 use crate::config::{ListenerConfig, ServerConfig};
 use crate::outbox::Link;
-use crate::sandbox::state::{Peer, Services};
-use crate::sandbox::{HostState, plugin};
+use crate::sandbox::state::{CommandIo, Peer, Services};
+use crate::sandbox::plugin::{self, Pre};
+use crate::sandbox::HostState;
 use crate::services::backplane::{self, Backplane, Subscriber};
 use crate::services::{config, keyvalue, limits, timers};
 use crate::stats::ListenerStats;
@@ -21,7 +21,7 @@ use wasmtime::Store;
 pub(crate) struct Tenant {
     pub(crate) name: Arc<str>,
     pub(crate) config: ListenerConfig,
-    pub(crate) pre: ConnectionHandlerPre<HostState>,
+    pub(crate) pre: Pre,
     /// The listener's `config` table, shared by its handlers' `config.get`.
     settings: Arc<BTreeMap<String, String>>,
     backplane: Arc<Backplane>,
@@ -71,6 +71,14 @@ impl Tenant {
             let tls = tls::certs::load(l)?;
             let fingerprint = fingerprint(l)?;
             let pre = plugin::prepare(&linker, &component, &l.plugin).with_context(limits)?;
+            if matches!(pre, Pre::Command(_)) && l.has_tls() {
+                anyhow::bail!(
+                    "listener `{}`: plugin `{}` is a wasi:cli command, served inetd-style, which pier does not \
+                     run over TLS yet: remove tls-cert and tls-key, or serve a connection-handler",
+                    l.name,
+                    l.plugin.display()
+                );
+            }
             let backplane = backplanes.entry(backplane_name(l)).or_default();
             let old = kept.iter().find(|t| *t.name == l.name);
             tenants.push(Arc::new(Tenant {
@@ -101,6 +109,7 @@ impl Tenant {
         socket: Option<TcpStream>,
         tls: Tls,
         subscriber: Arc<Subscriber>,
+        command: Option<CommandIo>,
     ) -> anyhow::Result<Store<HostState>> {
         let services = Services {
             config: config::Client(self.settings.clone()),
@@ -109,7 +118,7 @@ impl Tenant {
             limits: limits::Client(self.store.clone()),
             timers: timers::Client::new(self.config.max_timers),
         };
-        let state = HostState::new(&self.config, Peer { link, socket, tls }, services)?;
+        let state = HostState::new(&self.config, Peer { link, socket, tls }, services, command)?;
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
         // Yield to tokio at every epoch tick: a busy guest never holds a
@@ -149,8 +158,8 @@ impl Tenant {
     /// this listener's limits cannot hold (its initial memory past
     /// `memory-limit`, say) is an error at start-up, not at every connection.
     pub(crate) async fn probe(&self) -> anyhow::Result<()> {
-        let mut store = self.store(0, self.link(), None, Tls::Off, self.subscriber())?;
-        self.pre.instantiate_async(&mut store).await.map(drop).map_err(anyhow::Error::from).with_context(|| {
+        let mut store = self.store(0, self.link(), None, Tls::Off, self.subscriber(), None)?;
+        self.pre.instantiate(&mut store).await.map_err(anyhow::Error::from).with_context(|| {
             format!(
                 "listener `{}` (memory-limit {}): plugin `{}` cannot be instantiated within this listener's limits",
                 self.name,

@@ -13,6 +13,7 @@ mod flow;
 mod host_fuzz;
 mod hostile;
 mod http;
+mod inetd;
 mod http_conformance;
 mod layout;
 mod limits;

@@ -43,6 +43,10 @@ pub struct ListenerConfig {
     pub keepalive: Option<Duration>,
     /// SO_REUSEPORT: several processes may share the port (kernel balances).
     pub reuse_port: bool,
+    /// Every connection begins with a PROXY protocol header (v1 or v2, as a
+    /// load balancer sends it); the host strips it, and the connection's
+    /// peer is the client it names.
+    pub proxy_protocol: bool,
     pub max_connections: u32,
     #[serde(serialize_with = "units::serialize_size")]
     pub memory_limit: u64,
@@ -114,6 +118,7 @@ impl ListenerConfig {
             nodelay: false,
             keepalive: None,
             reuse_port: false,
+            proxy_protocol: false,
             max_connections: 10_000,
             memory_limit: 64 << 20,
             cpu_limit: Duration::from_secs(1),

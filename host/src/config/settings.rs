@@ -44,6 +44,11 @@ pub struct ListenerSettings {
     /// SO_REUSEPORT, so several servers can share the port.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub reuse_port: Option<bool>,
+    /// Each connection begins with a PROXY protocol header (v1 or v2, from
+    /// HAProxy's send-proxy or nginx's proxy_protocol); the peer is the
+    /// client it names.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub proxy_protocol: Option<bool>,
     /// Most live connections; past it the accept loop waits and the kernel
     /// backlog queues new clients.
     #[arg(long, value_name = "N")]
@@ -191,6 +196,7 @@ impl ListenerSettings {
         set(&mut c.nodelay, self.nodelay);
         set(&mut c.keepalive, self.keepalive.map(|k| k.0));
         set(&mut c.reuse_port, self.reuse_port);
+        set(&mut c.proxy_protocol, self.proxy_protocol);
         set(&mut c.max_connections, self.max_connections);
         set(&mut c.memory_limit, self.memory_limit.map(|s| s.0));
         set(&mut c.cpu_limit, self.cpu_limit.map(|t| t.0));

@@ -122,7 +122,7 @@ pub(super) async fn call(
     Ok(())
 }
 
-fn trap_reason(err: &wasmtime::Error) -> ShutdownReason {
+pub(super) fn trap_reason(err: &wasmtime::Error) -> ShutdownReason {
     if MemoryLimitExceeded::is_cause_of(err) {
         return ShutdownReason::MemoryLimit;
     }

@@ -12,6 +12,7 @@
 //! - [`call`]: one inbox call under the listener's deadline.
 
 mod call;
+mod command;
 mod io;
 
 pub use io::READ_CHUNK;
@@ -21,6 +22,7 @@ use crate::events::ShutdownReason;
 use crate::outbox::doorbell::{ABORT, SHUTDOWN};
 use crate::outbox::{Link, WriteState};
 use crate::sandbox::HostState;
+use crate::sandbox::plugin::Pre;
 use crate::services::backplane::Subscriber;
 use crate::shutdown::Stop;
 use crate::stats::CallTimes;
@@ -56,6 +58,9 @@ pub(crate) async fn serve(conn: Accepted, tenant: Arc<Tenant>, stop: Stop) -> Sh
     let Accepted { stream, id, peer, local, link } = conn;
     let _registration = stop.register(id, &link);
     let _counted = tenant.stats.connect(id, &link, peer);
+    if let Pre::Command(pre) = &tenant.pre {
+        return command::serve(stream, id, (peer, local), &link, &tenant, pre).await;
+    }
     let subscriber = tenant.subscriber();
     // A TLS listener's handshake comes first: a client that fails it never
     // costs an instance.
@@ -130,9 +135,10 @@ async fn instantiate(
     subscriber: &Arc<Subscriber>,
 ) -> Result<(Store<HostState>, ConnectionHandler), ShutdownReason> {
     let mut store = tenant
-        .store(id, link.clone(), socket, tls, subscriber.clone())
+        .store(id, link.clone(), socket, tls, subscriber.clone(), None)
         .map_err(|e| ShutdownReason::InstantiateFailed(format!("preparing the sandbox: {e:#}")))?;
-    match tenant.pre.instantiate_async(&mut store).await {
+    let Pre::Handler(pre) = &tenant.pre else { unreachable!("commands are served by `command::serve`") };
+    match pre.instantiate_async(&mut store).await {
         Ok(handler) => Ok((store, handler)),
         Err(e) => Err(ShutdownReason::InstantiateFailed(format!("{e:#}"))),
     }

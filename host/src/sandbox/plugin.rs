@@ -1,14 +1,16 @@
 //! Loading a handler component: read, check it is a component of the
-//! `connection-handler` world, link it once into an `InstancePre` so that each
-//! connection costs an instantiation, not a compilation.
+//! `connection-handler` world (or a `wasi:cli/command`, served inetd-style),
+//! link it once into an `InstancePre` so that each connection costs an
+//! instantiation, not a compilation.
 
 use super::state::HostState;
 use crate::bindings::ConnectionHandlerPre;
 use anyhow::{Context, bail};
 use std::fmt::Write as _;
 use std::path::Path;
-use wasmtime::Engine;
 use wasmtime::component::{Component, Linker, types::ComponentItem};
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::p2::bindings::CommandPre;
 
 /// The linker every handler is linked against: WASI 0.2 and pier's outbox.
 pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
@@ -41,27 +43,73 @@ pub fn compile(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
         .with_context(|| format!("plugin `{shown}` cannot be compiled"))
 }
 
-/// Links a compiled component as a `connection-handler`, or says why not.
-pub(crate) fn prepare(
-    linker: &Linker<HostState>,
-    component: &Component,
-    path: &Path,
-) -> anyhow::Result<ConnectionHandlerPre<HostState>> {
+/// A linked handler, by the world it was built for.
+pub(crate) enum Pre {
+    /// pier's `connection-handler`: inbox calls, one instance per connection.
+    Handler(ConnectionHandlerPre<HostState>),
+    /// A `wasi:cli/command` that imports nothing of pier's: one run per
+    /// connection, its stdin and stdout the socket (inetd, `tcpserver`).
+    Command(CommandPre<HostState>),
+}
+
+impl Pre {
+    pub(crate) fn engine(&self) -> &Engine {
+        match self {
+            Pre::Handler(pre) => pre.engine(),
+            Pre::Command(pre) => pre.engine(),
+        }
+    }
+
+    pub(crate) fn component(&self) -> &Component {
+        match self {
+            Pre::Handler(pre) => pre.instance_pre().component(),
+            Pre::Command(pre) => pre.instance_pre().component(),
+        }
+    }
+
+    /// Instantiates it in `store`, calling nothing.
+    pub(crate) async fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<()> {
+        match self {
+            Pre::Handler(pre) => pre.instantiate_async(store).await.map(drop),
+            Pre::Command(pre) => pre.instantiate_async(store).await.map(drop),
+        }
+    }
+}
+
+/// Whether a component is a `wasi:cli/command` (it exports `wasi:cli/run`)
+/// that knows nothing of pier (imports none of pier's interfaces).
+fn is_command(engine: &Engine, component: &Component) -> bool {
+    let ty = component.component_type();
+    ty.exports(engine).any(|(name, _)| name.starts_with("wasi:cli/run@0.2"))
+        && !ty.imports(engine).any(|(name, _)| name.starts_with("pier:server/"))
+}
+
+/// Links a compiled component as a `connection-handler` or a command, or
+/// says why not.
+pub(crate) fn prepare(linker: &Linker<HostState>, component: &Component, path: &Path) -> anyhow::Result<Pre> {
     let not_handler = || {
         format!(
-            "plugin `{}` is not a pier connection-handler (build it against wit/ with `world connection-handler`)",
+            "plugin `{}` is not a pier connection-handler (build it against wit/ with `world connection-handler`) \
+             nor a wasi:cli command",
             path.display()
         )
     };
     let pre = linker.instantiate_pre(component).map_err(anyhow::Error::from).with_context(not_handler)?;
-    ConnectionHandlerPre::new(pre).map_err(anyhow::Error::from).with_context(not_handler)
+    if is_command(linker.engine(), component) {
+        return CommandPre::new(pre).map(Pre::Command).map_err(anyhow::Error::from).with_context(not_handler);
+    }
+    ConnectionHandlerPre::new(pre).map(Pre::Handler).map_err(anyhow::Error::from).with_context(not_handler)
 }
 
 /// What `pier check` prints: the world a plugin targets, its imports and
 /// its exports.
 pub fn describe(engine: &Engine, component: &Component) -> String {
     let ty = component.component_type();
-    let mut out = String::from("world: pier:server/connection-handler@0.1.0\n");
+    let mut out = String::from(if is_command(engine, component) {
+        "world: wasi:cli/command (served inetd-style)\n"
+    } else {
+        "world: pier:server/connection-handler@0.1.0\n"
+    });
     let kind = |item: &ComponentItem| match item {
         ComponentItem::ComponentInstance(_) => "instance",
         ComponentItem::ComponentFunc(_) => "func",

@@ -14,6 +14,7 @@ use std::io;
 use std::sync::Arc;
 use tokio::net::TcpStream;
 use wasmtime::component::{HasSelf, Linker, ResourceTable, WasmList};
+use wasmtime_wasi::cli::{AsyncStdinStream, AsyncStdoutStream};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 /// Most entries a guest may keep in its WASI resource table.
@@ -53,14 +54,41 @@ pub(crate) struct Services {
     pub(crate) timers: services::timers::Client,
 }
 
+/// A `wasi:cli/command`'s stdio and environment when it serves a
+/// connection inetd-style: stdin and stdout are the socket.
+pub(crate) struct CommandIo {
+    pub(crate) stdin: AsyncStdinStream,
+    pub(crate) stdout: AsyncStdoutStream,
+    /// argv[0] and ucspi-tcp's `PROTO`, `TCPREMOTEIP`, ... variables.
+    pub(crate) argv0: String,
+    pub(crate) env: Vec<(&'static str, String)>,
+}
+
 impl HostState {
     /// WASI 0.2 with nothing granted but what the listener lists: no
-    /// directories, environment, arguments or network; stdin is empty.
-    pub(crate) fn new(listener: &ListenerConfig, peer: Peer, services: Services) -> anyhow::Result<Self> {
+    /// directories, environment, arguments or network; stdin is empty and
+    /// stdout is the log, except for a command (`command`), whose stdin and
+    /// stdout are its connection.
+    pub(crate) fn new(
+        listener: &ListenerConfig,
+        peer: Peer,
+        services: Services,
+        command: Option<CommandIo>,
+    ) -> anyhow::Result<Self> {
         let mut wasi = WasiCtx::builder();
         let rate = LogRate::new(listener.log_rate);
-        wasi.stdout(GuestLog::new(Stdio::Stdout, rate.clone()))
-            .stderr(GuestLog::new(Stdio::Stderr, rate))
+        match command {
+            Some(io) => {
+                wasi.stdin(io.stdin).stdout(io.stdout).arg(io.argv0);
+                for (key, value) in io.env {
+                    wasi.env(key, value);
+                }
+            }
+            None => {
+                wasi.stdout(GuestLog::new(Stdio::Stdout, rate.clone()));
+            }
+        }
+        wasi.stderr(GuestLog::new(Stdio::Stderr, rate))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
