@@ -3,7 +3,7 @@
 #   make test   install what the tests need, build, run the whole suite
 
 CARGO   ?= cargo
-GUESTS  := echo chargen chat fortune http-server resp smtp counter flow chaos misbehave hostile commands wrong-world
+GUESTS  := echo chargen chat fortune http-server resp smtp proxy counter flow chaos misbehave hostile commands wrong-world
 WASM    := target/wasm32-wasip2/release
 PIER    := target/release/pier
 BENCH   := target/release/pier-bench

@@ -11,4 +11,4 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::pier::server::types::{SendError, TlsInfo};
-pub use exports::pier::server::inbox::{ConnectionInfo, ShutdownReason as WitShutdownReason};
+pub use exports::pier::server::inbox::{ConnectionInfo, ShutdownReason as WitShutdownReason, UpstreamEvent};

@@ -84,6 +84,15 @@ pub enum ShutdownReason {
 }
 
 impl ShutdownReason {
+    /// The reason a failed socket call ends a connection with.
+    pub(crate) fn from_socket_error(e: &std::io::Error) -> Self {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+        match e.kind() {
+            ConnectionReset | BrokenPipe | ConnectionAborted => Self::PeerReset,
+            _ => Self::SocketError(e.to_string()),
+        }
+    }
+
     /// True when the handler instance is no longer usable.
     pub fn instance_failed(&self) -> bool {
         matches!(

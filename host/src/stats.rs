@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// The inbox calls, as `pier_call_seconds{call}` names them.
-pub const CALLS: [&str; 7] = ["new-csa", "data", "end-of-input", "writable", "message", "timer", "shutdown-csa"];
+pub const CALLS: [&str; 8] =
+    ["new-csa", "data", "end-of-input", "writable", "message", "timer", "upstream", "shutdown-csa"];
 
 /// Upper bounds of the time histograms' buckets, in nanoseconds (5 µs to
 /// 1 s; one more bucket holds the rest).

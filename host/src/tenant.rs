@@ -9,7 +9,7 @@ use crate::sandbox::state::{CommandIo, Peer, Services};
 use crate::sandbox::plugin::{self, Pre};
 use crate::sandbox::HostState;
 use crate::services::backplane::{self, Backplane, Subscriber};
-use crate::services::{config, keyvalue, limits, timers};
+use crate::services::{config, keyvalue, limits, timers, upstream};
 use crate::stats::ListenerStats;
 use crate::tls::{self, Tls};
 use anyhow::Context;
@@ -37,6 +37,8 @@ pub(crate) struct Tenant {
     /// Its TLS server configuration (certificate, key, ALPN, client CAs),
     /// if it has `tls-cert`.
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    /// Where its connections may connect out to, and how much.
+    upstream: upstream::Policy,
 }
 
 impl std::fmt::Debug for Tenant {
@@ -95,6 +97,13 @@ impl Tenant {
                 stats: old.map_or_else(Arc::default, |t| t.stats.clone()),
                 fingerprint,
                 tls,
+                upstream: upstream::Policy {
+                    allow: l.allow_connect.iter().filter_map(|a| a.parse().ok()).collect(),
+                    max: l.max_upstreams,
+                    connect_timeout: l.connect_timeout,
+                    high_water: l.outbox_high_water,
+                    low_water: l.outbox_low_water,
+                },
             }));
         }
         Ok(tenants)
@@ -117,6 +126,7 @@ impl Tenant {
             keyvalue: keyvalue::Client::new(self.store.clone()),
             limits: limits::Client(self.store.clone()),
             timers: timers::Client::new(self.config.max_timers),
+            upstream: upstream::Client::new(self.upstream.clone()),
         };
         let state = HostState::new(&self.config, Peer { link, socket, tls }, services, command)?;
         let mut store = Store::new(self.pre.engine(), state);

@@ -26,4 +26,5 @@ mod resp_conformance;
 mod shutdown;
 mod timers;
 mod tls;
+mod upstream;
 mod smtp;

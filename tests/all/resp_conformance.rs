@@ -8,64 +8,8 @@
 
 use crate::common::*;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
-
-/// A `redis-server` on a free loopback port, without persistence; killed
-/// on drop.
-struct RedisServer {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        // The port is free when asked; another process taking it before
-        // redis-server binds makes redis-server exit, and we try again.
-        for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server (`make setup-test` installs it)");
-            let mut server = RedisServer { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) };
-            if server.ready() {
-                return server;
-            }
-        }
-        panic!("redis-server did not start");
-    }
-
-    /// Retries PING until it answers, the process exits, or the deadline.
-    fn ready(&mut self) -> bool {
-        let deadline = Instant::now() + STEP;
-        while Instant::now() < deadline {
-            if self.child.try_wait().unwrap().is_some() {
-                return false;
-            }
-            if let Ok(mut s) = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)) {
-                s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-                let mut pong = [0; 7];
-                if s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut pong).is_ok() && &pong == b"+PONG\r\n" {
-                    return true;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A reply, parsed, with the bytes it came as.
 #[derive(Debug, Clone, PartialEq)]

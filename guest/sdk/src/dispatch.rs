@@ -59,6 +59,10 @@ pub fn timer<H: Handler>(key: &'static Key<H>, id: u64) {
     with(key, |h, out| h.on_timer(out, id));
 }
 
+pub fn upstream<H: Handler>(key: &'static Key<H>, id: u64, event: crate::UpstreamEvent) {
+    with(key, |h, out| h.on_upstream(out, id, event));
+}
+
 pub fn shutdown_csa<H: Handler>(key: &'static Key<H>, reason: ShutdownReason) {
     with(key, |h, out| {
         h.on_shutdown(out, &reason);

@@ -42,9 +42,9 @@ mod outbox;
 #[doc(hidden)]
 pub mod dispatch;
 
-pub use bindings::exports::pier::server::inbox::{ConnectionInfo, ShutdownReason};
+pub use bindings::exports::pier::server::inbox::{ConnectionInfo, ShutdownReason, UpstreamEvent};
 pub use bindings::pier::server::types::TlsInfo;
-pub use bindings::pier::server::{backplane, config, limits, timers};
+pub use bindings::pier::server::{backplane, config, limits, timers, upstream};
 pub use bindings::wasi::keyvalue;
 pub use lines::Lines;
 pub use outbox::Outbox;
@@ -73,6 +73,10 @@ pub trait Handler: Sized + 'static {
 
     /// A timer set with [`timers::set`] is due (`id` is what `set` gave).
     fn on_timer(&mut self, _out: &mut Outbox, _id: u64) {}
+
+    /// Something happened on an upstream connection made with
+    /// [`upstream::connect`] (`id` is what `connect` gave).
+    fn on_upstream(&mut self, _out: &mut Outbox, _id: u64, _event: UpstreamEvent) {}
 
     /// The connection is ending; the last call. On
     /// `ShutdownReason::ServerShutdown` the connection is still open: what is
@@ -110,6 +114,9 @@ macro_rules! handler {
                 }
                 fn timer(id: u64) {
                     $crate::dispatch::timer(&CONN, id)
+                }
+                fn upstream(id: u64, event: $crate::UpstreamEvent) {
+                    $crate::dispatch::upstream(&CONN, id, event)
                 }
                 fn shutdown_csa(reason: $crate::ShutdownReason) {
                     $crate::dispatch::shutdown_csa(&CONN, reason)

@@ -102,3 +102,61 @@ mod tests {
         assert!(ListenAddr::parse_range(host, "1-70000").is_err());
     }
 }
+
+/// One entry of a listener's `allow-connect`: an IP address and a port or
+/// an inclusive port range (`127.0.0.1:6379`, `[::1]:8080`,
+/// `127.0.0.1:7000-7010`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllowConnect {
+    pub ip: IpAddr,
+    pub ports: std::ops::RangeInclusive<u16>,
+}
+
+impl AllowConnect {
+    /// Whether this entry allows connecting to `addr`.
+    pub fn allows(&self, addr: &SocketAddr) -> bool {
+        addr.ip() == self.ip && self.ports.contains(&addr.port())
+    }
+}
+
+impl FromStr for AllowConnect {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> anyhow::Result<Self> {
+        let bad = || {
+            anyhow::anyhow!(
+                "allow-connect entry `{text}` is not IP:PORT or IP:LO-HI (such as 127.0.0.1:6379, [::1]:8080, 127.0.0.1:7000-7010); names are not resolved"
+            )
+        };
+        let (host, ports) = text.rsplit_once(':').ok_or_else(bad)?;
+        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let ip: IpAddr = host.parse().map_err(|_| bad())?;
+        let (lo, hi) = ports.split_once('-').unwrap_or((ports, ports));
+        let (lo, hi): (u16, u16) = (lo.parse().map_err(|_| bad())?, hi.parse().map_err(|_| bad())?);
+        if lo == 0 || lo > hi {
+            return Err(bad());
+        }
+        Ok(Self { ip, ports: lo..=hi })
+    }
+}
+
+#[cfg(test)]
+mod allow_tests {
+    use super::*;
+
+    #[test]
+    fn allow_connect_entries_parse_and_match() {
+        let one: AllowConnect = "127.0.0.1:6379".parse().unwrap();
+        assert!(one.allows(&"127.0.0.1:6379".parse().unwrap()));
+        assert!(!one.allows(&"127.0.0.1:6380".parse().unwrap()));
+        assert!(!one.allows(&"127.0.0.2:6379".parse().unwrap()));
+        let v6: AllowConnect = "[::1]:8080".parse().unwrap();
+        assert!(v6.allows(&"[::1]:8080".parse().unwrap()));
+        let range: AllowConnect = "127.0.0.1:7000-7010".parse().unwrap();
+        assert!(range.allows(&"127.0.0.1:7010".parse().unwrap()));
+        assert!(!range.allows(&"127.0.0.1:7011".parse().unwrap()));
+        for bad in ["localhost:80", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:9-1", "1.2.3.4:x"] {
+            assert!(bad.parse::<AllowConnect>().is_err(), "{bad}");
+        }
+    }
+}

@@ -13,7 +13,7 @@ pub mod file;
 pub mod settings;
 pub mod units;
 
-pub use addr::ListenAddr;
+pub use addr::{AllowConnect, ListenAddr};
 pub use settings::{ListenerSettings, Settings};
 pub use units::{Size, Time, parse_duration, parse_size};
 
@@ -76,6 +76,14 @@ pub struct ListenerConfig {
     pub log_rate: u32,
     /// Timers one connection's handler may have pending at once.
     pub max_timers: u32,
+    /// Where a handler may connect out to (`upstream.connect`): `IP:PORT`
+    /// or `IP:LO-HI` entries; none by default.
+    pub allow_connect: Vec<String>,
+    /// Upstream connections one connection's handler may have open.
+    pub max_upstreams: u32,
+    /// How long an upstream connection may take to be established.
+    #[serde(serialize_with = "units::serialize_duration")]
+    pub connect_timeout: Duration,
     /// Host directories the handler may read, each visible to it under its
     /// own path. Nothing else of the filesystem is reachable.
     pub allow_dirs: Vec<PathBuf>,
@@ -131,6 +139,9 @@ impl ListenerConfig {
             backplane_max_bytes: 16 << 20,
             log_rate: 100,
             max_timers: 64,
+            allow_connect: Vec::new(),
+            max_upstreams: 4,
+            connect_timeout: Duration::from_secs(10),
             allow_dirs: Vec::new(),
             env: BTreeMap::new(),
             settings: BTreeMap::new(),
@@ -184,6 +195,12 @@ impl ListenerConfig {
             bail!(
                 "listener `{name}`: starttls, tls-alpn and tls-client-ca need a certificate: give tls-cert and tls-key"
             );
+        }
+        for entry in &self.allow_connect {
+            entry.parse::<AllowConnect>().map_err(|e| anyhow::anyhow!("listener `{name}`: {e}"))?;
+        }
+        if self.connect_timeout.is_zero() {
+            bail!("listener `{name}`: connect-timeout must be greater than zero");
         }
         if self.tls_handshake_timeout.is_zero() {
             bail!("listener `{name}`: tls-handshake-timeout must be greater than zero");

@@ -91,6 +91,16 @@ pub struct ListenerSettings {
     /// Timers one connection's handler may have pending at once (`timers.set`).
     #[arg(long, value_name = "N")]
     pub max_timers: Option<u32>,
+    /// Addresses a handler may connect out to (`upstream.connect`), e.g.
+    /// 127.0.0.1:6379,127.0.0.1:7000-7010; none by default.
+    #[arg(long, value_name = "IP:PORT,...", value_delimiter = ',')]
+    pub allow_connect: Option<Vec<String>>,
+    /// Upstream connections one connection's handler may have open.
+    #[arg(long, value_name = "N")]
+    pub max_upstreams: Option<u32>,
+    /// Most time an upstream connection may take to be established.
+    #[arg(long, value_name = "TIME")]
+    pub connect_timeout: Option<Time>,
     /// Read-only host directories the handler may open.
     #[arg(skip)]
     pub allow_dirs: Option<Vec<PathBuf>>,
@@ -209,6 +219,9 @@ impl ListenerSettings {
         set(&mut c.backplane_max_bytes, self.backplane_max_bytes.map(|s| to_usize(s.0)));
         set(&mut c.log_rate, self.log_rate);
         set(&mut c.max_timers, self.max_timers);
+        set(&mut c.allow_connect, self.allow_connect.clone());
+        set(&mut c.max_upstreams, self.max_upstreams);
+        set(&mut c.connect_timeout, self.connect_timeout.map(|t| t.0));
         set(&mut c.allow_dirs, self.allow_dirs.as_ref().map(|dirs| dirs.iter().map(|d| base.join(d)).collect()));
         set(&mut c.env, self.env.clone());
         set(&mut c.settings, self.config.clone());
@@ -320,6 +333,15 @@ mod tests {
         assert_eq!(d["max-connections"], "10000");
         assert_eq!(d["grace"], "5s");
         assert!(!d.contains_key("plugin"));
+    }
+
+    #[test]
+    fn proxy_protocol_is_off_unless_given() {
+        assert_eq!(defaults()["proxy-protocol"], "false");
+        let s: ListenerSettings = toml::from_str("proxy-protocol = true").unwrap();
+        let mut l = ListenerConfig::new("a", ListenAddr::parse_addr("127.0.0.1:0").unwrap(), "a.wasm");
+        s.apply(&mut l, Path::new("."));
+        assert!(l.proxy_protocol);
     }
 
     #[test]

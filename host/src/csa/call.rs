@@ -1,7 +1,7 @@
 //! One call into a handler's inbox, under the listener's deadline, and what
 //! its failure means for the connection.
 
-use crate::bindings::{ConnectionHandler, ConnectionInfo, WitShutdownReason};
+use crate::bindings::{ConnectionHandler, ConnectionInfo, UpstreamEvent, WitShutdownReason};
 use crate::events::ShutdownReason;
 use crate::outbox::doorbell::Doorbell;
 use crate::sandbox::{HostState, MemoryLimitExceeded};
@@ -19,6 +19,7 @@ pub(super) enum Inbox<'a> {
     Writable,
     Message(&'a str, &'a [u8]),
     Timer(u64),
+    Upstream(u64, UpstreamEvent),
     ShutdownCsa(WitShutdownReason),
 }
 
@@ -32,7 +33,8 @@ impl Inbox<'_> {
             Inbox::Writable => 3,
             Inbox::Message(..) => 4,
             Inbox::Timer(_) => 5,
-            Inbox::ShutdownCsa(_) => 6,
+            Inbox::Upstream(..) => 6,
+            Inbox::ShutdownCsa(_) => 7,
         }
     }
 }
@@ -81,6 +83,7 @@ pub(super) async fn call(
             Inbox::Writable => inbox.call_writable(&mut *store).await,
             Inbox::Message(topic, body) => inbox.call_message(&mut *store, topic, body).await,
             Inbox::Timer(id) => inbox.call_timer(&mut *store, id).await,
+            Inbox::Upstream(id, event) => inbox.call_upstream(&mut *store, id, &event).await,
             Inbox::ShutdownCsa(reason) => inbox.call_shutdown_csa(&mut *store, &reason).await,
         }
     };

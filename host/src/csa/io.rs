@@ -138,10 +138,5 @@ pub(super) fn io_reason(e: &io::Error) -> ShutdownReason {
     if let Some(tls) = tls_error(e) {
         return ShutdownReason::TlsError(tls.to_string());
     }
-    match e.kind() {
-        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted => {
-            ShutdownReason::PeerReset
-        }
-        _ => ShutdownReason::SocketError(e.to_string()),
-    }
+    ShutdownReason::from_socket_error(e)
 }

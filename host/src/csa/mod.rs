@@ -17,13 +17,14 @@ mod io;
 
 pub use io::READ_CHUNK;
 
-use crate::bindings::{ConnectionHandler, ConnectionInfo, TlsInfo, WitShutdownReason};
+use crate::bindings::{ConnectionHandler, ConnectionInfo, TlsInfo, UpstreamEvent, WitShutdownReason};
 use crate::events::ShutdownReason;
 use crate::outbox::doorbell::{ABORT, SHUTDOWN};
 use crate::outbox::{Link, WriteState};
 use crate::sandbox::HostState;
 use crate::sandbox::plugin::Pre;
 use crate::services::backplane::Subscriber;
+use crate::services::upstream;
 use crate::shutdown::Stop;
 use crate::stats::CallTimes;
 use crate::tenant::Tenant;
@@ -202,6 +203,7 @@ enum Wake {
     Mail,
     IdleTimer,
     Timer,
+    Upstream(u64, upstream::Event),
 }
 
 /// `Err` ends the connection, with its reason.
@@ -232,6 +234,7 @@ impl Csa {
                 Wake::Mail => {}
                 Wake::IdleTimer => self.on_idle_timer()?,
                 Wake::Timer => self.deliver_timers().await?,
+                Wake::Upstream(id, event) => self.deliver(Inbox::Upstream(id, upstream_event(event))).await?,
             }
         }
     }
@@ -288,7 +291,9 @@ impl Csa {
         let mail = self.takes_mail(now);
         let due = self.store.data().services.timers.next_deadline().filter(|_| mail);
         let timer = arm(&mut self.timer, due);
-        let peer = &mut self.store.data_mut().peer;
+        let state = self.store.data_mut();
+        let upstreams = &mut state.services.upstream;
+        let peer = &mut state.peer;
         let socket = peer.socket.as_mut().expect("a live connection has its socket");
         let tls = peer.tls.session();
         tokio::select! {
@@ -298,6 +303,7 @@ impl Csa {
             () = std::future::poll_fn(|cx| self.subscriber.poll_mail(cx)), if mail => Wake::Mail,
             () = self.idle.as_mut() => Wake::IdleTimer,
             () = poll_timer(timer) => Wake::Timer,
+            (id, event) = std::future::poll_fn(|cx| upstreams.poll_event(cx)), if mail => Wake::Upstream(id, event),
         }
     }
 
@@ -464,6 +470,19 @@ impl Csa {
             io::linger(socket, &self.link.doorbell).await;
         }
         debug!("socket closed");
+    }
+}
+
+/// An upstream's event as the handler's inbox takes it.
+fn upstream_event(event: upstream::Event) -> UpstreamEvent {
+    match event {
+        upstream::Event::Connected => UpstreamEvent::Connected,
+        upstream::Event::Data(bytes) => UpstreamEvent::Data(bytes),
+        upstream::Event::EndOfInput => UpstreamEvent::EndOfInput,
+        upstream::Event::Writable => UpstreamEvent::Writable,
+        upstream::Event::Closed(reason) => UpstreamEvent::Closed(
+            wit_reason(&reason).unwrap_or_else(|| WitShutdownReason::SocketError(reason.to_string())),
+        ),
     }
 }
 

@@ -52,6 +52,7 @@ pub(crate) struct Services {
     pub(crate) keyvalue: services::keyvalue::Client,
     pub(crate) limits: services::limits::Client,
     pub(crate) timers: services::timers::Client,
+    pub(crate) upstream: services::upstream::Client,
 }
 
 /// A `wasi:cli/command`'s stdio and environment when it serves a
@@ -118,6 +119,9 @@ impl HostState {
         })?;
         pier::limits::add_to_linker::<_, HasSelf<services::limits::Client>>(linker, |s| &mut s.services.limits)?;
         pier::timers::add_to_linker::<_, HasSelf<services::timers::Client>>(linker, |s| &mut s.services.timers)?;
+        pier::upstream::add_to_linker::<_, HasSelf<services::upstream::Client>>(linker, |s| {
+            &mut s.services.upstream
+        })?;
         keyvalue::store::add_to_linker::<_, Kv>(linker, |s| &mut s.services.keyvalue)?;
         keyvalue::atomics::add_to_linker::<_, Kv>(linker, |s| &mut s.services.keyvalue)?;
         let mut outbox = linker.instance(OUTBOX_IMPORT)?;

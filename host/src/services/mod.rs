@@ -8,3 +8,4 @@ pub(crate) mod config;
 pub(crate) mod keyvalue;
 pub(crate) mod limits;
 pub(crate) mod timers;
+pub(crate) mod upstream;

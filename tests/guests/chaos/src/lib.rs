@@ -447,6 +447,8 @@ impl Guest for Chaos {
         });
     }
 
+    fn upstream(_id: u64, _event: exports::pier::server::inbox::UpstreamEvent) {}
+
     fn timer(_id: u64) {}
 
     fn shutdown_csa(reason: ShutdownReason) {

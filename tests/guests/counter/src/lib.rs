@@ -29,6 +29,8 @@ impl Guest for Counter {
 
     fn writable() {}
 
+    fn upstream(_id: u64, _event: exports::pier::server::inbox::UpstreamEvent) {}
+
     fn timer(_id: u64) {}
 
     fn shutdown_csa(_reason: ShutdownReason) {}

@@ -140,6 +140,8 @@ impl Guest for Flow {
         });
     }
 
+    fn upstream(_id: u64, _event: exports::pier::server::inbox::UpstreamEvent) {}
+
     fn timer(_id: u64) {}
 
     fn shutdown_csa(_reason: ShutdownReason) {}

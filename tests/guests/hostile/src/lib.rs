@@ -339,6 +339,8 @@ impl Guest for Hostile {
         }
     }
 
+    fn upstream(_id: u64, _event: exports::pier::server::inbox::UpstreamEvent) {}
+
     fn timer(_id: u64) {}
 
     fn shutdown_csa(reason: ShutdownReason) {

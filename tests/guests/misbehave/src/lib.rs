@@ -11,6 +11,7 @@
 //! - `log N`: write N lines to stderr as fast as it can, then answer;
 //! - `burn MS`: run for MS milliseconds, answer `burned`, and wait for the
 //!   next command (so a connection can spend its CPU budget call by call);
+//! - `peer`: answer `connection-info.peer` (`ok: 127.0.0.1:5555`);
 //! - `tls`: answer what `connection-info.tls` said (`denied: plaintext`);
 //!   `tls-now`: what `outbox.tls` says now;
 //! - `starttls`: answer `ok: starting tls` (in plaintext, as SMTP's `220`)
@@ -141,6 +142,7 @@ fn run(command: &str) {
             };
             answer(Ok(format!("set {n}, then {refused:?}")));
         }
+        "peer" => answer(INFO.with_borrow(|i| i.as_ref().map(|i| i.peer.clone()).ok_or_else(|| "no info".into()))),
         "tls" => answer(INFO.with_borrow(tls_line)),
         "tls-now" => answer(tls_line(&Some(ConnectionInfo { tls: outbox::tls(), ..INFO.take().unwrap() }))),
         "starttls" => {
@@ -184,6 +186,8 @@ impl Guest for Misbehave {
     fn message(_topic: String, _message: Vec<u8>) {}
 
     fn writable() {}
+
+    fn upstream(_id: u64, _event: exports::pier::server::inbox::UpstreamEvent) {}
 
     fn timer(id: u64) {
         let Some((since, cancel)) = TIMED.take() else { return };
