@@ -10,6 +10,7 @@ use crate::config::ListenerConfig;
 use crate::csa::READ_CHUNK;
 use crate::sandbox::{ASYNC_STACK, MAX_LOG_LINE, MAX_RESOURCES};
 use crate::services::backplane::{MAILBOX_BYTES, MAX_TOPIC_LEN, MAX_TOPICS};
+use crate::services::upstream::READ_CHUNK as UPSTREAM_READ;
 
 /// Host memory per connection for its store, instance, task and tables, the
 /// fixed part not set by any limit: about 36 KiB measured idle (`make
@@ -56,6 +57,13 @@ pub fn rows(listener: &ListenerConfig) -> Vec<Row> {
         each("guest log lines (stdout, stderr)", 2 * MAX_LOG_LINE as u64),
         each("backplane subscriptions", (MAX_TOPICS * MAX_TOPIC_LEN) as u64),
         each("timers (max-timers)", u64::from(listener.max_timers) * TIMER_ENTRY),
+        // Each upstream: an outbox like the connection's, and a read chunk
+        // (none where allow-connect lists nothing).
+        each(
+            "upstreams (max-upstreams)",
+            if listener.allow_connect.is_empty() { 0 } else { u64::from(listener.max_upstreams) }
+                * (high_water.saturating_mul(2) + UPSTREAM_READ as u64),
+        ),
         each("store, instance, task", CONNECTION_OVERHEAD),
         Row {
             resource: "backplane mailboxes (backplane-max-bytes)",
