@@ -71,7 +71,7 @@ fn bad_inputs_each_get_one_clear_line() {
     let text = dir.path().join("notes.wasm");
     std::fs::write(&text, "just some text\n").unwrap();
     let missing = dir.path().join("missing.wasm");
-    let wrong = guest("wrong-world");
+    let wrong = guest("wrong_world");
     let p = |p: &std::path::Path| p.to_str().unwrap().to_string();
     let serve = |plugin: &str, listen: &str| run_pier(&["serve", "--listen", listen, "--plugin", plugin]);
 
@@ -118,6 +118,6 @@ fn check_accepts_echo_and_rejects_non_components() {
     let text = dir.path().join("readme.txt");
     std::fs::write(&text, "hello").unwrap();
     assert_user_error(&run_pier(&["check", text.to_str().unwrap()]), "not a WebAssembly component");
-    let wrong = guest("wrong-world");
+    let wrong = guest("wrong_world");
     assert_user_error(&run_pier(&["check", wrong.to_str().unwrap()]), "is not a pier connection-handler");
 }
