@@ -5,9 +5,9 @@
 use crate::config::units::format_size;
 use crate::config::{ListenerConfig, ServerConfig};
 use crate::outbox::Link;
-use crate::sandbox::state::{CommandIo, Peer, Services};
-use crate::sandbox::plugin::{self, Pre};
 use crate::sandbox::HostState;
+use crate::sandbox::plugin::{self, Pre};
+use crate::sandbox::state::{CommandIo, Peer, Services};
 use crate::services::backplane::{self, Backplane, Subscriber};
 use crate::services::{config, keyvalue, limits, timers, upstream};
 use crate::stats::ListenerStats;

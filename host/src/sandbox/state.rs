@@ -89,10 +89,7 @@ impl HostState {
                 wasi.stdout(GuestLog::new(Stdio::Stdout, rate.clone()));
             }
         }
-        wasi.stderr(GuestLog::new(Stdio::Stderr, rate))
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false);
+        wasi.stderr(GuestLog::new(Stdio::Stderr, rate)).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
         for (key, value) in &listener.env {
             wasi.env(key, value);
         }
@@ -119,9 +116,7 @@ impl HostState {
         })?;
         pier::limits::add_to_linker::<_, HasSelf<services::limits::Client>>(linker, |s| &mut s.services.limits)?;
         pier::timers::add_to_linker::<_, HasSelf<services::timers::Client>>(linker, |s| &mut s.services.timers)?;
-        pier::upstream::add_to_linker::<_, HasSelf<services::upstream::Client>>(linker, |s| {
-            &mut s.services.upstream
-        })?;
+        pier::upstream::add_to_linker::<_, HasSelf<services::upstream::Client>>(linker, |s| &mut s.services.upstream)?;
         keyvalue::store::add_to_linker::<_, Kv>(linker, |s| &mut s.services.keyvalue)?;
         keyvalue::atomics::add_to_linker::<_, Kv>(linker, |s| &mut s.services.keyvalue)?;
         let mut outbox = linker.instance(OUTBOX_IMPORT)?;

@@ -34,10 +34,12 @@ thread_local! {
     static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     static INFO: RefCell<Option<ConnectionInfo>> = const { RefCell::new(None) };
     static AGAIN: RefCell<Option<Result<(), String>>> = const { RefCell::new(None) };
-    /// When the `after` or `cancel` command set its timer, and the id the
-    /// `cancel` command cancelled.
-    static TIMED: RefCell<Option<(std::time::Instant, Option<(u64, bool)>)>> = const { RefCell::new(None) };
+    static TIMED: RefCell<Option<Timed>> = const { RefCell::new(None) };
 }
+
+/// When the `after` or `cancel` command set its timer, and (for `cancel`)
+/// the id it cancelled and whether the cancel took.
+type Timed = (std::time::Instant, Option<(u64, bool)>);
 
 /// `connection-info.tls` as one line.
 fn tls_line(info: &Option<ConnectionInfo>) -> Result<String, String> {
