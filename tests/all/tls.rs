@@ -222,6 +222,9 @@ fn curl_fetches_over_https_on_one_kept_alive_connection() {
     assert_eq!(stdout.matches("Hello, world!").count(), 3, "{stdout}");
     assert!(stderr.contains("ALPN: server accepted http/1.1"), "{stderr}");
     assert_eq!(stderr.matches("Re-using existing connection").count(), 2, "{stderr}");
+    // curl's close (close_notify, FIN) ends the connection in order: pier
+    // sends its own close_notify, then FIN, and lets it go.
+    pier.wait_for_log("connection closed reason=peer-closed");
 }
 
 #[test]

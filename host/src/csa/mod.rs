@@ -220,7 +220,9 @@ impl Csa {
                 self.start_tls().await?;
                 continue;
             }
-            self.end_if_done(&now)?;
+            if self.end_if_done(&now)? {
+                continue;
+            }
             if now.writable_due {
                 self.deliver(Inbox::Writable).await?;
                 continue;
@@ -254,8 +256,9 @@ impl Csa {
     }
 
     /// Ends the connection once the handler closed, or finished and every
-    /// queued byte is written (on TLS, `close_notify` too).
-    fn end_if_done(&mut self, now: &Snapshot) -> Turn {
+    /// queued byte is written (on TLS, `close_notify` too). `Ok(true)`:
+    /// `close_notify` waits for the socket; look again (`now` is stale).
+    fn end_if_done(&mut self, now: &Snapshot) -> Result<bool, ShutdownReason> {
         match now.state {
             WriteState::Closed => Err(ShutdownReason::Closed),
             WriteState::Finishing if now.queued == 0 => {
@@ -264,8 +267,10 @@ impl Csa {
                     && !session.close_notified()
                 {
                     session.close_notify();
-                    // Written now if the socket takes it, else on a later turn.
-                    return session.flush(socket).or_else(would_block_ok).map_err(|e| io_reason(&e));
+                    session.flush(socket).or_else(would_block_ok).map_err(|e| io_reason(&e))?;
+                    if session.wants_write() {
+                        return Ok(true);
+                    }
                 }
                 io::shutdown_write(self.socket());
                 Err(if self.told_shutdown {
@@ -276,7 +281,7 @@ impl Csa {
                     ShutdownReason::Finished
                 })
             }
-            _ => Ok(()),
+            _ => Ok(false),
         }
     }
 
