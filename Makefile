@@ -16,7 +16,7 @@ NATIVE   := pier pier-bench pier-guest resp http-server smtp
 # What the tests and benchmarks run besides pier (nc, socat, curl, wrk,
 # redis-cli, redis-benchmark, redis-server, promtool, systemd-socket-activate);
 # running pier needs none of them.
-TEST_APT := netcat-openbsd socat curl wrk redis-tools redis-server prometheus systemd openssl swaks
+TEST_APT := netcat-openbsd socat curl wrk redis-tools redis-server prometheus systemd openssl swaks haproxy nginx libnginx-mod-stream
 # The demo's TLS listeners use a throwaway CA and certificate made here by
 # `make build` with the openssl CLI (never committed): target/demo-certs.
 CERTS := target/demo-certs

@@ -235,52 +235,70 @@ pub(crate) async fn accept_loop(
         };
         let tenant = slot.current();
         tune(&stream, &tenant.config);
+        // A plain listener numbers and announces its connections here, in
+        // accept order; a proxy-protocol one once the header is in.
+        let handoff = if tenant.config.proxy_protocol {
+            Handoff::AwaitingHeader(stream)
+        } else {
+            Handoff::Started(start(stream, peer, &tenant, &events))
+        };
         let (events, stop, rejects) = (events.clone(), stop.clone(), rejects.clone());
         tasks.spawn(async move {
-            connection(stream, peer, tenant, events, stop, &rejects).await;
+            connection(handoff, peer, tenant, events, stop, &rejects).await;
             drop(permit);
         });
     }
     info!(listener = &*name, "stopped accepting");
 }
 
+/// A connection as the accept loop hands it to its task.
+enum Handoff {
+    /// Numbered and announced already.
+    Started(Accepted),
+    /// On a `proxy-protocol` listener: started once its header is read.
+    AwaitingHeader(TcpStream),
+}
+
 /// One accepted connection's task: on a `proxy-protocol` listener its
 /// header first (here, not in the accept loop, so a slow client stalls
 /// nobody else), then the connection is started, with the client's address
-/// as its peer, and served.
+/// as its peer; then it is served.
 async fn connection(
-    mut stream: TcpStream,
+    handoff: Handoff,
     socket_peer: SocketAddr,
     tenant: Arc<Tenant>,
     events: Events,
     stop: Stop,
     rejects: &Mutex<FailureLog>,
 ) {
-    let mut peer = socket_peer;
-    if tenant.config.proxy_protocol {
-        let span = tracing::info_span!("conn", listener = &*tenant.name, from = %socket_peer);
-        let header = async {
-            tokio::select! {
-                _ = stop.token.cancelled() => {
-                    debug!("server shutdown before the PROXY protocol header; connection closed");
-                    None
+    let conn = match handoff {
+        Handoff::Started(conn) => conn,
+        Handoff::AwaitingHeader(mut stream) => {
+            let span = tracing::info_span!("conn", listener = &*tenant.name, from = %socket_peer);
+            let header = async {
+                tokio::select! {
+                    _ = stop.token.cancelled() => {
+                        debug!("server shutdown before the PROXY protocol header; connection closed");
+                        None
+                    }
+                    r = proxy_protocol::read_header(&mut stream, proxy_protocol::HEADER_TIMEOUT) => Some(r),
                 }
-                r = proxy_protocol::read_header(&mut stream, proxy_protocol::HEADER_TIMEOUT) => Some(r),
-            }
-        };
-        match header.instrument(span.clone()).await {
-            None => return,
-            Some(Ok(client)) => peer = client.unwrap_or(socket_peer),
-            Some(Err(why)) => {
-                let reason = ShutdownReason::ProxyHeaderInvalid(why);
-                tenant.stats.ended(&reason);
-                span.in_scope(|| debug!(%reason, "connection closed"));
-                rejects.lock().unwrap_or_else(|p| p.into_inner()).note_rejected(&tenant.name, socket_peer, &reason);
-                return;
+            };
+            match header.instrument(span.clone()).await {
+                None => return,
+                Some(Ok(client)) => start(stream, client.unwrap_or(socket_peer), &tenant, &events),
+                Some(Err(why)) => {
+                    let reason = ShutdownReason::ProxyHeaderInvalid(why);
+                    tenant.stats.ended(&reason);
+                    span.in_scope(|| debug!(%reason, "connection closed"));
+                    let mut rejects = rejects.lock().unwrap_or_else(|p| p.into_inner());
+                    rejects.note_rejected(&tenant.name, socket_peer, &reason);
+                    return;
+                }
             }
         }
-    }
-    let conn = start(stream, peer, &tenant, &events);
+    };
+    let peer = conn.peer;
     let span = tracing::info_span!(
         "conn",
         listener = &*tenant.name,
@@ -386,7 +404,7 @@ impl FailureLog {
                 %from,
                 %reason,
                 rejected,
-                "connection closed: proxy-protocol is on and it sent no valid PROXY protocol header (logged at most once a second)"
+                "connection closed: no valid PROXY protocol header on a proxy-protocol listener (logged at most once a second)"
             );
         }
     }

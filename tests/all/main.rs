@@ -20,6 +20,7 @@ mod limits;
 mod operate;
 mod options;
 mod properties;
+mod proxy;
 mod reload;
 mod resp;
 mod resp_conformance;
