@@ -17,7 +17,11 @@
 //! - `stats`: what each listener counts, cheaply on the hot path.
 //! - `tenant`: what one listener's connections share, and making a store.
 //! - `shutdown`: how `serverShutdown` reaches every connection.
-//! - `csa`: one task per connection: socket <-> handler instance.
+//! - `csa`: one task per connection: socket <-> handler instance (or a
+//!   `wasi:cli` command, inetd-style).
+//! - `tls`: TLS terminated in the host (rustls): certificates, handshakes,
+//!   the record layer.
+//! - `proxy_protocol`: the PROXY protocol header a load balancer sends.
 //! - `listener`: binding (`makeTCPServerPort`) or inheriting sockets, the
 //!   accept loop, and the listeners being served.
 //! - `metrics`: `/metrics`, `/healthz`, `/connections`.
