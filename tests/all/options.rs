@@ -120,3 +120,32 @@ fn wait_child(child: &mut std::process::Child) -> std::process::ExitStatus {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// `reuse-port`: two pier processes on one port; the kernel spreads new
+/// connections over both, and each serves its share.
+#[test]
+fn two_processes_share_a_port_with_reuse_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let start = |motd: &str| {
+        let sub = dir.path().join(motd);
+        std::fs::create_dir(&sub).unwrap();
+        let cfg = config_file(
+            &sub,
+            &format!(
+                "[[listener]]\nname = \"shared\"\nlisten = \"127.0.0.1:{port}\"\nplugin = \"{{guest:misbehave}}\"\n\
+                 reuse-port = true\nconfig = {{ motd = \"{motd}\" }}\n"
+            ),
+        );
+        Pier::start(&["--config", &cfg], 1)
+    };
+    let (one, two) = (start("one"), start("two"));
+    assert_eq!(one.addr(), two.addr());
+    let mut served = std::collections::BTreeMap::new();
+    for _ in 0..40 {
+        let mut s = connect(one.addr());
+        s.write_all(b"config motd\n").unwrap();
+        *served.entry(String::from_utf8(read_to_eof(&mut s)).unwrap()).or_insert(0) += 1;
+    }
+    assert_eq!(served.keys().collect::<Vec<_>>(), ["ok: one\n", "ok: two\n"], "both served: {served:?}");
+}
