@@ -284,7 +284,8 @@ async fn connection(
                     r = proxy_protocol::read_header(&mut stream, proxy_protocol::HEADER_TIMEOUT) => Some(r),
                 }
             };
-            match header.instrument(span.clone()).await {
+            // Boxed: its state would otherwise enlarge every connection's task.
+            match Box::pin(header.instrument(span.clone())).await {
                 None => return,
                 Some(Ok(client)) => start(stream, client.unwrap_or(socket_peer), &tenant, &events),
                 Some(Err(why)) => {
