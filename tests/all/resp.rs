@@ -310,3 +310,39 @@ fn redis_benchmark_runs_without_errors() {
     }
     assert!(!pier.stderr().contains("handler failed"), "{}", pier.stderr());
 }
+
+/// Redis's `timeout`, here `config = { timeout = "1" }`: a client idle for a
+/// second is closed, without a reply; one that sends a PING every 300 ms,
+/// for more than two seconds, is not. CONFIG GET answers the setting.
+#[test]
+fn an_idle_client_is_closed_after_timeout_and_a_busy_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_file(
+        dir.path(),
+        "[[listener]]\nname = \"resp\"\nlisten = \"127.0.0.1:0\"\nplugin = \"{guest:resp}\"\n\
+         config = { timeout = \"1\" }\n",
+    );
+    let pier = Pier::start(&["--config", &cfg], 1);
+    let addr = pier.addr();
+    let idle = std::thread::spawn(move || {
+        let mut s = connect(addr);
+        let asked = Instant::now();
+        ask(&mut s, b"PING\r\n", b"+PONG\r\n");
+        assert_eq!(read_to_eof(&mut s), b"", "closed without a reply");
+        asked.elapsed()
+    });
+    let mut s = connect(addr);
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(300));
+        ask(&mut s, b"*1\r\n$4\r\nPING\r\n", b"+PONG\r\n");
+    }
+    let asked = Instant::now();
+    ask(&mut s, b"CONFIG GET timeout\r\n", b"*2\r\n$7\r\ntimeout\r\n$1\r\n1\r\n");
+    // Measured from before the last command, so never less than the timeout.
+    let waited = idle.join().unwrap();
+    assert!(waited >= Duration::from_secs(1) && waited < Duration::from_secs(5), "closed after {waited:?}");
+    assert_eq!(redis_cli(addr.port(), &["config", "get", "timeout"]), "timeout\n1");
+    // And the busy one, left alone now, goes the same way.
+    assert_eq!(read_to_eof(&mut s), b"");
+    assert!(asked.elapsed() >= Duration::from_secs(1), "closed after {:?}", asked.elapsed());
+}

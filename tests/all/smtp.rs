@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// `starttls`: a listener with a certificate and `starttls = true`, whose
 /// guest is told so; `roomy`: the same with the default `max-size`; `smtps`:
@@ -502,4 +503,46 @@ fn a_large_message_is_delivered_whole() {
     let fields = smtp.delivered("large@x.test");
     assert_eq!(fields["bytes"], bytes.to_string());
     assert_eq!(code(&cmd(&mut s, "QUIT")), "221");
+}
+
+/// RFC 5321 4.5.3.2 with `command-timeout = "500ms"`: silence after the
+/// greeting gets `421 4.4.2` and EOF; each complete command restarts the
+/// timeout, and during DATA each chunk does, so a message sent a line every
+/// 200 ms, for a second and more, is delivered.
+#[test]
+fn a_silent_client_gets_421_and_data_chunks_restart_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_file(
+        dir.path(),
+        "[[listener]]\nname = \"hasty\"\nlisten = \"127.0.0.1:0\"\nplugin = \"{guest:smtp}\"\nmax-connections = 16\n\
+         config = { hostname = \"mx.test\", command-timeout = \"500ms\" }\n",
+    );
+    let pier = Pier::start(&["--config", &cfg], 1);
+    let addr = pier.addr();
+    let silent = std::thread::spawn(move || {
+        let start = Instant::now();
+        let mut s = session(addr, "mx.test");
+        assert_eq!(reply(&mut s), ["421 4.4.2 mx.test Error: timeout exceeded"]);
+        let took = start.elapsed();
+        assert_eq!(read_to_eof(&mut s), b"", "then the server closes");
+        took
+    });
+    let mut s = session(addr, "mx.test");
+    assert_eq!(code(&cmd(&mut s, "HELO client")), "250");
+    assert_eq!(code(&cmd(&mut s, "MAIL FROM:<slow@example.com>")), "250");
+    assert_eq!(code(&cmd(&mut s, "RCPT TO:<b@example.com>")), "250");
+    assert_eq!(code(&cmd(&mut s, "DATA")), "354");
+    for i in 0..6 {
+        std::thread::sleep(Duration::from_millis(200));
+        s.write_all(format!("line {i}\r\n").as_bytes()).unwrap();
+    }
+    // Measured from before the last command, so never less than the timeout.
+    let asked = Instant::now();
+    assert_eq!(code(&cmd(&mut s, ".")), "250");
+    assert_eq!(reply(&mut s), ["421 4.4.2 mx.test Error: timeout exceeded"]);
+    assert!(asked.elapsed() >= Duration::from_millis(500), "421 after {:?}", asked.elapsed());
+    assert_eq!(read_to_eof(&mut s), b"");
+    let took = silent.join().unwrap();
+    assert!(took >= Duration::from_millis(500) && took < Duration::from_secs(5), "421 after {took:?}");
+    assert!(pier.wait_for_log("delivered mail/1 from=slow@example.com").contains("bytes=48"));
 }

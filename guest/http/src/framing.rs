@@ -73,6 +73,21 @@ pub struct Framer {
     state: State,
     /// The current request keeps the connection open.
     keep_alive: bool,
+    /// Valid request heads parsed so far.
+    heads: u64,
+}
+
+/// Where the connection is between reads, for its timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Between requests: no byte of the next head has arrived.
+    Idle,
+    /// Part of a request head has arrived, not all of it.
+    Head,
+    /// A request's body is being read.
+    Body,
+    /// After a request that closes, or an error: input is ignored.
+    Done,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -155,6 +170,30 @@ impl Framer {
         }
     }
 
+    /// Where the stream is now: between requests, within a head or a body,
+    /// or done.
+    pub fn phase(&self) -> Phase {
+        match self.state {
+            State::Head if self.buf.is_empty() => Phase::Idle,
+            State::Head => Phase::Head,
+            State::Length(_) | State::Chunked(_) => Phase::Body,
+            State::Done => Phase::Done,
+        }
+    }
+
+    /// How many valid request heads have been parsed: a change between two
+    /// reads means a new request began.
+    pub fn heads(&self) -> u64 {
+        self.heads
+    }
+
+    /// Ignores all later input (the connection is closing for another
+    /// reason, a timeout).
+    pub fn stop(&mut self) {
+        self.state = State::Done;
+        self.buf = Vec::new();
+    }
+
     /// How many bytes of a split head are held (at most `MAX_HEAD`).
     #[cfg(test)]
     pub fn buffered(&self) -> (usize, usize) {
@@ -179,6 +218,7 @@ impl Framer {
             }
             Parsed::Request(head, len) => {
                 self.keep_alive = head.keep_alive;
+                self.heads += 1;
                 let body = head.body;
                 on(Event::Head(head));
                 match body {

@@ -5,7 +5,7 @@
 //! unit-tested natively and the handler only forwards bytes. Framing (what a
 //! request is, which are malformed) is `framing`'s; this file answers.
 
-use crate::framing::{Event, Framer};
+use crate::framing::{Event, Framer, Phase};
 use crate::response::{CONTINUE, Connection, Date, Response, route};
 
 /// One connection's state.
@@ -53,6 +53,26 @@ impl Conn {
                 Response::status(status).encode(out, &stamp(), Connection::Close, false);
             }
         })
+    }
+
+    /// Where the stream is, for the timeouts: between requests, within a
+    /// head or a body, or done.
+    pub fn phase(&self) -> Phase {
+        self.framer.phase()
+    }
+
+    /// Request heads parsed so far.
+    pub fn heads(&self) -> u64 {
+        self.framer.heads()
+    }
+
+    /// The request head did not arrive in time: appends `408 Request
+    /// Timeout` (the connection must close once it is sent) and ignores
+    /// later input. `now` is the time in seconds since the Unix epoch.
+    pub fn time_out(&mut self, now: u64, out: &mut Vec<u8>) {
+        self.framer.stop();
+        self.pending = None;
+        Response::status(408).encode(out, self.date.at(now), Connection::Close, false);
     }
 }
 
@@ -329,6 +349,21 @@ mod tests {
         let most: String = (1..MAX_HEADERS).map(|i| format!("X-{i}: y\r\n")).collect();
         let (text, closed) = run(&[format!("GET / HTTP/1.1\r\nHost: x\r\n{most}\r\n").as_bytes()]);
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n") && !closed, "{text}");
+    }
+
+    #[test]
+    fn a_timeout_answers_408_and_closes() {
+        let mut conn = Conn::default();
+        let mut out = Vec::new();
+        assert!(!conn.feed(b"GET /hello HTTP/1.1\r\nHo", || T, &mut out));
+        assert_eq!(conn.phase(), Phase::Head);
+        conn.time_out(T, &mut out);
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(text.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{text}");
+        assert!(text.contains("\r\nConnection: close\r\n") && text.ends_with("\r\n\r\nrequest timeout\n"), "{text}");
+        assert_eq!(conn.phase(), Phase::Done);
+        assert!(conn.feed(b"st: x\r\n\r\n", || T, &mut out), "later input is ignored");
+        assert_eq!(out.len(), text.len());
     }
 
     #[test]

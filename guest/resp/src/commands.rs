@@ -31,6 +31,8 @@ pub struct Session {
     /// Commands run and not yet added to INFO's `total_commands_processed`
     /// (added in batches: a store call per command would cost too much).
     pub uncounted: i64,
+    /// The listener's `timeout`, in seconds, for CONFIG GET.
+    pub timeout: u64,
 }
 
 impl Session {
@@ -226,7 +228,7 @@ fn execute<K: Kv + ?Sized>(
             }
         }),
         "command" => command(args, reply),
-        "config" => config(args, reply),
+        "config" => config(session, args, reply),
         "client" => client(session, args, reply),
         "select" => match integer(args[1]) {
             None => reply.error(NOT_AN_INTEGER),
@@ -845,17 +847,21 @@ fn info<K: Kv + ?Sized>(db: &Db<K>, args: &[&[u8]], reply: &mut Reply) -> Result
     Ok(())
 }
 
-/// CONFIG GET parameter...: the pairs of `CONFIG` the parameters name (`*`
-/// names all); unknown ones are left out, as in Redis.
-fn config(args: &[&[u8]], reply: &mut Reply) {
+/// CONFIG GET parameter...: the pairs of `CONFIG` and `timeout` (the
+/// listener's) the parameters name (`*` names all); unknown ones are left
+/// out, as in Redis.
+fn config(session: &Session, args: &[&[u8]], reply: &mut Reply) {
     if !args[1].eq_ignore_ascii_case(b"get") {
         return unknown_subcommand("CONFIG", args, reply);
     }
     if args.len() < 3 {
         return reply.error(&arity_error("config|get"));
     }
-    let found: Vec<&(&str, &str)> = CONFIG
+    let timeout = session.timeout.to_string();
+    let found: Vec<(&str, &str)> = CONFIG
         .iter()
+        .copied()
+        .chain([("timeout", timeout.as_str())])
         .filter(|(key, _)| args[2..].iter().any(|p| *p == b"*" || p.eq_ignore_ascii_case(key.as_bytes())))
         .collect();
     reply.array(2 * found.len());
@@ -1137,6 +1143,10 @@ mod tests {
             "*4\r\n$4\r\nsave\r\n$0\r\n\r\n$10\r\nappendonly\r\n$2\r\nno\r\n"
         );
         assert_eq!(c.run("config get nothing"), "*0\r\n");
+        assert_eq!(c.run("config get timeout"), "*2\r\n$7\r\ntimeout\r\n$1\r\n0\r\n", "Redis's default");
+        c.session.timeout = 300;
+        assert_eq!(c.run("CONFIG GET Timeout"), "*2\r\n$7\r\ntimeout\r\n$3\r\n300\r\n");
+        assert!(c.run("config get *").ends_with("$7\r\ntimeout\r\n$3\r\n300\r\n"));
         assert_eq!(c.run("config get"), "-ERR wrong number of arguments for 'config|get' command\r\n");
         assert_eq!(c.run("config set save x"), "-ERR unknown subcommand 'set'. Try CONFIG HELP.\r\n");
         assert_eq!(c.run("client getname"), "$-1\r\n");

@@ -9,6 +9,10 @@
 //! - `reply`: RESP2 reply encoding.
 //! - `db`: Redis keys on the bucket: key encoding, expiry.
 //!
+//! The listener's `config` table: `timeout`, in seconds, as Redis's: a
+//! client idle that long is closed, without a reply; `0` (the default) is
+//! never. `CONFIG GET timeout` answers it (see `idle`).
+//!
 //! Pipelining: every complete command of a read is answered, in order, with
 //! one `send` for the batch. Output is bounded: while the SDK holds back
 //! bytes the host refused, no further command runs and reading is paused,
@@ -19,16 +23,19 @@ mod commands;
 mod db;
 mod float;
 mod glob;
+mod idle;
 mod parse;
 mod reply;
 
 use commands::{Next, Session};
 use db::{Db, NoStore, Turn};
+use idle::Idle;
 use parse::{Parsed, Parser};
+use pier_guest::alarm::HostTimers;
 use pier_guest::keyvalue::store::{self, Bucket};
-use pier_guest::{ConnectionInfo, Handler, Outbox, ShutdownReason};
+use pier_guest::{ConnectionInfo, Handler, Outbox, ShutdownReason, config};
 use reply::Reply;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Replies gathered past this size are sent before the next command runs.
 const SEND_AT: usize = 64 << 10;
@@ -54,6 +61,10 @@ struct Resp {
     stalled: bool,
     /// Still counted in INFO's `connected_clients`.
     counted: bool,
+    /// The `timeout` setting at work; None for `timeout 0`.
+    idle: Option<Idle>,
+    /// When the connection was accepted: time 0 of `idle`.
+    accepted: Instant,
 }
 
 /// Milliseconds since the Unix epoch, from `wasi:clocks/wall-clock`.
@@ -62,6 +73,14 @@ fn now_ms() -> i64 {
 }
 
 impl Resp {
+    /// The client did something: its idle time starts again.
+    fn active(&mut self) {
+        if let Some(idle) = &mut self.idle {
+            let now = u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(u64::MAX);
+            idle.active(now, &mut HostTimers);
+        }
+    }
+
     /// Answers the commands in the buffer until it holds no complete one,
     /// the output stalls, or the connection is closing.
     fn serve(&mut self, out: &mut Outbox) {
@@ -155,6 +174,11 @@ impl Resp {
 
 impl Handler for Resp {
     fn on_connect(info: &ConnectionInfo, _out: &mut Outbox) -> Self {
+        let accepted = Instant::now();
+        let (timeout, warning) = idle::setting(config::get);
+        if let Some(warning) = warning {
+            eprintln!("{warning}");
+        }
         let bucket = store::open("").ok();
         // INFO's client counts; a full store only leaves them behind.
         let turn = Turn::new(now_ms);
@@ -167,11 +191,13 @@ impl Handler for Resp {
             buf: Vec::new(),
             parser: Parser::default(),
             bucket,
-            session: Session { id: info.id, ..Session::default() },
+            session: Session { id: info.id, timeout, ..Session::default() },
             closing: false,
             eof: false,
             stalled: false,
             counted,
+            idle: Idle::new(timeout, &mut HostTimers),
+            accepted,
         }
     }
 
@@ -179,6 +205,7 @@ impl Handler for Resp {
         if self.closing {
             return;
         }
+        self.active();
         self.buf.extend_from_slice(bytes);
         if !self.stalled {
             self.serve(out);
@@ -186,6 +213,7 @@ impl Handler for Resp {
     }
 
     fn on_writable(&mut self, out: &mut Outbox) {
+        self.active();
         if self.stalled && !self.closing {
             out.resume_reading();
             self.serve(out);
@@ -196,6 +224,17 @@ impl Handler for Resp {
         self.eof = true;
         if !self.stalled {
             self.serve(out);
+        }
+    }
+
+    /// Redis frees a client idle past `timeout`: no reply, and what is
+    /// still queued for it is dropped.
+    fn on_timer(&mut self, out: &mut Outbox, id: u64) {
+        let now = u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if self.idle.as_mut().is_some_and(|idle| idle.fired(id, now, &mut HostTimers)) {
+            self.closing = true;
+            self.buf = Vec::new();
+            out.close();
         }
     }
 

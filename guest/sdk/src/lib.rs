@@ -36,6 +36,7 @@ pub mod bindings {
     });
 }
 
+pub mod alarm;
 mod lines;
 mod outbox;
 

@@ -88,6 +88,28 @@ fn a_chunked_body_ends_at_its_last_chunk() {
 }
 
 #[test]
+fn the_phase_follows_heads_and_bodies() {
+    let mut framer = Framer::default();
+    let mut feed = |bytes: &[u8]| {
+        framer.feed(bytes, |_| {});
+        (framer.phase(), framer.heads())
+    };
+    assert_eq!(feed(b""), (Phase::Idle, 0));
+    assert_eq!(feed(b"G"), (Phase::Head, 0), "one byte starts a head");
+    assert_eq!(feed(b"ET / HTTP/1.1\r\nHost: x\r\n"), (Phase::Head, 0));
+    assert_eq!(feed(b"\r\n"), (Phase::Idle, 1), "answered: between requests");
+    assert_eq!(feed(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\na"), (Phase::Body, 2));
+    assert_eq!(feed(b"b"), (Phase::Idle, 2));
+    assert_eq!(feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /"), (Phase::Head, 3), "a pipelined head begun");
+    assert_eq!(feed(b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), (Phase::Done, 4));
+    let mut framer = Framer::default();
+    framer.feed(b"GET / HT", |_| {});
+    framer.stop();
+    assert_eq!((framer.phase(), framer.buffered().1), (Phase::Done, 0), "stopped: nothing held");
+    assert!(framer.feed(b"TP/1.1\r\nHost: x\r\n\r\n", |_| panic!("input after stop")));
+}
+
+#[test]
 fn limits_are_exact() {
     // A chunk of exactly the body limit (less its own line) is fine; one more byte is 413.
     let head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
