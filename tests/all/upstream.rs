@@ -125,3 +125,23 @@ fn backpressure_holds_both_ways() {
     let grown = pier.rss_kib().saturating_sub(before);
     assert!(grown < 16 << 10, "pier grew by {grown} KiB in front of a client that does not read");
 }
+
+/// A handler that connects in a loop stops at `max-upstreams`; addresses
+/// outside `allow-connect`, or not `IP:PORT`, are refused with the reason.
+#[test]
+fn upstream_connects_are_bounded_and_checked() {
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = server.local_addr().unwrap().to_string();
+    let allow = format!("--allow-connect={target}");
+    let pier = Pier::serve("misbehave", &[&allow, "--max-upstreams", "3"]);
+    let ask = |command: &str| {
+        let mut s = connect(pier.addr());
+        s.write_all(format!("{command}\n").as_bytes()).unwrap();
+        String::from_utf8(read_to_eof(&mut s)).unwrap()
+    };
+    assert_eq!(ask(&format!("upstreams {target}")), "ok: connected 3, then ConnectError::TooMany(3)\n");
+    let denied = ask("upstreams 127.0.0.1:1");
+    assert!(denied.starts_with("ok: connected 0, then ConnectError::Denied(\"127.0.0.1:1 is not in"), "{denied}");
+    let invalid = ask("upstreams localhost:80");
+    assert!(invalid.starts_with("ok: connected 0, then ConnectError::Invalid("), "{invalid}");
+}

@@ -21,12 +21,14 @@
 //! - `after MS`: set a timer; when it fires answer `fired after N ms`;
 //! - `cancel MS`: set timers at MS and 2 x MS, cancel the first, and answer
 //!   which one fired;
-//! - `timers`: set timers until the host refuses, and answer how many.
+//! - `timers`: set timers until the host refuses, and answer how many;
+//! - `upstreams ADDR`: connect to ADDR until the host refuses, and answer
+//!   how many it took and why it stopped.
 
 wit_bindgen::generate!({ path: "../../../wit", world: "connection-handler", generate_all });
 
 use exports::pier::server::inbox::{ConnectionInfo, Guest, ShutdownReason};
-use pier::server::{config, outbox, timers};
+use pier::server::{config, outbox, timers, upstream};
 use std::cell::RefCell;
 use std::hint::black_box;
 
@@ -145,6 +147,16 @@ fn run(command: &str) {
             answer(Ok(format!("set {n}, then {refused:?}")));
         }
         "peer" => answer(INFO.with_borrow(|i| i.as_ref().map(|i| i.peer.clone()).ok_or_else(|| "no info".into()))),
+        "upstreams" => {
+            let mut n = 0;
+            let refused = loop {
+                match upstream::connect(arg) {
+                    Ok(_) => n += 1,
+                    Err(e) => break e,
+                }
+            };
+            answer(Ok(format!("connected {n}, then {refused:?}")));
+        }
         "tls" => answer(INFO.with_borrow(tls_line)),
         "tls-now" => answer(tls_line(&Some(ConnectionInfo { tls: outbox::tls(), ..INFO.take().unwrap() }))),
         "starttls" => {
