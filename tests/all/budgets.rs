@@ -51,7 +51,8 @@ fn a_key_value_flood_is_refused_at_the_budget() {
 /// the rest are dropped, and counted in one line when its connection ends.
 #[test]
 fn a_log_flood_is_cut_to_the_rate_and_counted() {
-    let pier = Pier::serve("misbehave", &["--log-rate", "20"]);
+    // A generous cpu-limit: 100,000 host calls may take seconds on a loaded machine.
+    let pier = Pier::serve("misbehave", &["--log-rate", "20", "--cpu-limit", "20s"]);
     let mut s = connect(pier.addr());
     let start = std::time::Instant::now();
     s.write_all(b"log 100000\n").unwrap();
