@@ -100,6 +100,7 @@ impl Tenant {
                 upstream: upstream::Policy {
                     allow: l.allow_connect.iter().filter_map(|a| a.parse().ok()).collect(),
                     max: l.max_upstreams,
+                    dns: l.allow_dns,
                     connect_timeout: l.connect_timeout,
                     high_water: l.outbox_high_water,
                     low_water: l.outbox_low_water,

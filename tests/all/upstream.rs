@@ -10,16 +10,48 @@ use std::time::Duration;
 
 /// pier serving the proxy guest towards `upstream`, allowing `allow`.
 fn proxy(upstream: SocketAddr, allow: &str) -> (tempfile::TempDir, Pier) {
+    proxy_to(&upstream.to_string(), allow, "")
+}
+
+/// [`proxy`] to an upstream given as text, with `more` listener settings.
+fn proxy_to(upstream: &str, allow: &str, more: &str) -> (tempfile::TempDir, Pier) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config_file(
         dir.path(),
         &format!(
             "[[listener]]\nname = \"proxy\"\nlisten = \"127.0.0.1:0\"\nplugin = \"{{guest:proxy}}\"\nnodelay = true\n\
-             allow-connect = [\"{allow}\"]\nconfig = {{ upstream = \"{upstream}\" }}\n"
+             allow-connect = [\"{allow}\"]\n{more}config = {{ upstream = \"{upstream}\" }}\n"
         ),
     );
     let pier = Pier::start(&["--config", &cfg], 1);
     (dir, pier)
+}
+
+/// With `allow-dns`, a name is resolved and connected to only at an
+/// address `allow-connect` lists; without it, a name is refused.
+#[test]
+fn names_resolve_only_with_allow_dns_and_only_to_allowed_addresses() {
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let upstream = std::thread::spawn(move || {
+        let (mut s, _) = server.accept().unwrap();
+        s.set_read_timeout(Some(STEP)).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        s.write_all(&got).unwrap();
+    });
+    let allowed = format!("127.0.0.1:{port}");
+    let (_d1, pier) = proxy_to(&format!("localhost:{port}"), &allowed, "allow-dns = true\n");
+    assert_eq!(exchange(pier.addr(), b"by name"), b"by name", "localhost resolved to an allowed address");
+    upstream.join().unwrap();
+
+    let (_d2, pier) = proxy_to(&format!("localhost:{port}"), &allowed, "");
+    assert_eq!(read_to_eof(&mut connect(pier.addr())), b"");
+    assert!(pier.wait_for_log("no upstream").contains("names are not resolved"));
+
+    let (_d3, pier) = proxy_to(&format!("localhost:{}", port + 1), &allowed, "allow-dns = true\n");
+    assert_eq!(read_to_eof(&mut connect(pier.addr())), b"");
+    assert!(pier.wait_for_log("upstream closed").contains("resolves to no address"));
 }
 
 #[test]

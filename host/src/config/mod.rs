@@ -81,6 +81,9 @@ pub struct ListenerConfig {
     pub allow_connect: Vec<String>,
     /// Upstream connections one connection's handler may have open.
     pub max_upstreams: u32,
+    /// `upstream.connect` may name a host (`name:port`): it is resolved, and
+    /// connected to only at a resolved address `allow-connect` lists.
+    pub allow_dns: bool,
     /// How long an upstream connection may take to be established.
     #[serde(serialize_with = "units::serialize_duration")]
     pub connect_timeout: Duration,
@@ -141,6 +144,7 @@ impl ListenerConfig {
             max_timers: 64,
             allow_connect: Vec::new(),
             max_upstreams: 4,
+            allow_dns: false,
             connect_timeout: Duration::from_secs(10),
             allow_dirs: Vec::new(),
             env: BTreeMap::new(),

@@ -98,6 +98,10 @@ pub struct ListenerSettings {
     /// Upstream connections one connection's handler may have open.
     #[arg(long, value_name = "N")]
     pub max_upstreams: Option<u32>,
+    /// Let `upstream.connect` name a host: it is resolved, and connected to
+    /// only at an address --allow-connect lists.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_dns: Option<bool>,
     /// Most time an upstream connection may take to be established.
     #[arg(long, value_name = "TIME")]
     pub connect_timeout: Option<Time>,
@@ -221,6 +225,7 @@ impl ListenerSettings {
         set(&mut c.max_timers, self.max_timers);
         set(&mut c.allow_connect, self.allow_connect.clone());
         set(&mut c.max_upstreams, self.max_upstreams);
+        set(&mut c.allow_dns, self.allow_dns);
         set(&mut c.connect_timeout, self.connect_timeout.map(|t| t.0));
         set(&mut c.allow_dirs, self.allow_dirs.as_ref().map(|dirs| dirs.iter().map(|d| base.join(d)).collect()));
         set(&mut c.env, self.env.clone());

@@ -28,6 +28,8 @@ pub(crate) const READ_CHUNK: usize = 32 << 10;
 pub(crate) struct Policy {
     pub(crate) allow: Arc<[AllowConnect]>,
     pub(crate) max: u32,
+    /// `connect` may name a host, resolved when it connects.
+    pub(crate) dns: bool,
     pub(crate) connect_timeout: Duration,
     pub(crate) high_water: usize,
     pub(crate) low_water: usize,
@@ -156,23 +158,59 @@ impl Upstream {
     }
 }
 
+/// Where `connect` goes: an address, or (with `allow-dns`) a name to resolve.
+enum Target {
+    Addr(SocketAddr),
+    Name(String),
+}
+
+/// The first address `name` resolves to that `allow` lists.
+async fn resolve_allowed(name: &str, allow: &[AllowConnect]) -> io::Result<SocketAddr> {
+    let mut resolved = tokio::net::lookup_host(name).await?;
+    resolved.find(|addr| allow.iter().any(|rule| rule.allows(addr))).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{name} resolves to no address the listener's allow-connect lists"),
+        )
+    })
+}
+
 impl Host for Client {
     fn connect(&mut self, address: String) -> Result<u64, ConnectError> {
-        let addr: SocketAddr = address.parse().map_err(|_| {
-            ConnectError::Invalid(format!("`{address}` is not IP:PORT ([v6]:PORT for IPv6); names are not resolved"))
-        })?;
-        if !self.policy.allow.iter().any(|rule| rule.allows(&addr)) {
-            if !std::mem::replace(&mut self.denial_logged, true) {
-                info!(%addr, "upstream connect denied: the listener's allow-connect does not list it");
+        let target = match address.parse::<SocketAddr>() {
+            Ok(addr) => {
+                if !self.policy.allow.iter().any(|rule| rule.allows(&addr)) {
+                    if !std::mem::replace(&mut self.denial_logged, true) {
+                        info!(%addr, "upstream connect denied: the listener's allow-connect does not list it");
+                    }
+                    return Err(ConnectError::Denied(format!("{addr} is not in this listener's allow-connect")));
+                }
+                Target::Addr(addr)
             }
-            return Err(ConnectError::Denied(format!("{addr} is not in this listener's allow-connect")));
-        }
+            Err(_)
+                if self.policy.dns
+                    && address.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) =>
+            {
+                Target::Name(address)
+            }
+            Err(_) => {
+                let names = if self.policy.dns { "" } else { "; names are not resolved (the listener's allow-dns)" };
+                return Err(ConnectError::Invalid(format!("`{address}` is not IP:PORT ([v6]:PORT for IPv6){names}")));
+            }
+        };
         if self.open.len() >= self.policy.max as usize {
             return Err(ConnectError::TooMany(self.policy.max));
         }
-        let timeout = self.policy.connect_timeout;
+        let (timeout, allow) = (self.policy.connect_timeout, self.policy.allow.clone());
         let connecting = Box::pin(async move {
-            match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            let connect = async {
+                let addr = match target {
+                    Target::Addr(addr) => addr,
+                    Target::Name(name) => resolve_allowed(&name, &allow).await?,
+                };
+                TcpStream::connect(addr).await
+            };
+            match tokio::time::timeout(timeout, connect).await {
                 Ok(result) => result,
                 Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "no connection within the connect-timeout")),
             }
