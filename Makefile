@@ -97,7 +97,7 @@ fuzz: setup-test build
 	HOST_FUZZ_SEED=$$seed HOST_FUZZ_CONNECTIONS=$${HOST_FUZZ_CONNECTIONS:-5000} \
 		$(CARGO) test --release $(addprefix -p ,$(NATIVE)) --test all -- host_fuzz --nocapture
 
-## bench: pier + echo guest vs a native tokio echo, one run (~2 min); prints the
+## bench: pier + echo guest vs a native tokio echo (plain and TLS), one run (~3 min); prints the
 ## table and writes bench/results/latest.{md,json,svg}
 bench: setup-test build bench-tools
 	$(BENCH) run

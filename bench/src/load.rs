@@ -7,14 +7,20 @@
 //! main task sleeps to the window's start, samples the server's CPU time,
 //! sleeps to its end and samples again, while the workers count only the
 //! round trips that complete inside the window.
+//!
+//! Each scenario runs over plain TCP or, for the `tls-*` rows, over TLS 1.3
+//! ([`Transport::Tls`]): the same loops behind a tokio-rustls client that
+//! does a full handshake on every connection (no resumption).
 
 use crate::proc;
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use serde::Serialize;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
@@ -73,9 +79,77 @@ async fn connect(addr: SocketAddr, io: Duration) -> Result<TcpStream> {
     Ok(stream)
 }
 
+/// How the load generator talks to the server.
+#[derive(Clone)]
+pub enum Transport {
+    Plain,
+    /// TLS 1.3 with this client config ([`crate::tls::connector`]).
+    Tls(tokio_rustls::TlsConnector),
+}
+
+/// A connection over either transport. Writers flush after each message:
+/// a no-op on a plain socket, under TLS it sends what rustls still holds.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// `stream`, with the TLS handshake done if the transport is TLS.
+async fn handshake(stream: TcpStream, transport: &Transport, io: Duration) -> Result<Stream> {
+    match transport {
+        Transport::Plain => Ok(Stream::Plain(stream)),
+        Transport::Tls(connector) => {
+            let tls = bounded(io, "TLS handshake", connector.connect(crate::tls::server_name(), stream)).await?;
+            Ok(Stream::Tls(Box::new(tls)))
+        }
+    }
+}
+
+/// [`connect`], then the handshake.
+async fn open(addr: SocketAddr, transport: &Transport, io: Duration) -> Result<Stream> {
+    handshake(connect(addr, io).await?, transport, io).await
+}
+
+/// Writes one message and flushes it.
+async fn send(stream: &mut Stream, msg: &[u8]) -> std::io::Result<()> {
+    stream.write_all(msg).await?;
+    stream.flush().await
+}
+
 /// Half-closes and waits for the server's close, so the server has finished
 /// with the connection before the next scenario; bounded, errors ignored.
-async fn close(mut stream: TcpStream, io: Duration) {
+/// Under TLS, the half-close is close_notify then FIN.
+async fn close(mut stream: Stream, io: Duration) {
     let _ = timeout(io, async {
         stream.shutdown().await?;
         let mut sink = [0u8; 4096];
@@ -147,11 +221,12 @@ pub struct EchoStats {
 /// `conns` connections, each in a loop writing one `size`-byte message and
 /// reading it back (one message in flight per connection: latency-bound,
 /// like a request/response protocol).
-pub async fn echo(addr: SocketAddr, p: EchoParams, pid: Option<u32>) -> Result<EchoStats> {
+pub async fn echo(addr: SocketAddr, transport: &Transport, p: EchoParams, pid: Option<u32>) -> Result<EchoStats> {
     ensure!(p.size > 0 && p.conns > 0, "echo needs a message size and connections");
     let mut connecting = JoinSet::new();
     for _ in 0..p.conns {
-        connecting.spawn(connect(addr, p.io_timeout));
+        let transport = transport.clone();
+        connecting.spawn(async move { open(addr, &transport, p.io_timeout).await });
     }
     let streams = join_all(connecting).await?;
     let start = Instant::now() + p.window.warmup;
@@ -174,13 +249,7 @@ pub async fn echo(addr: SocketAddr, p: EchoParams, pid: Option<u32>) -> Result<E
 }
 
 /// One echo connection; returns the round-trip times (ns) completed in the window.
-async fn echo_worker(
-    mut stream: TcpStream,
-    size: usize,
-    start: Instant,
-    end: Instant,
-    io: Duration,
-) -> Result<Vec<u64>> {
+async fn echo_worker(mut stream: Stream, size: usize, start: Instant, end: Instant, io: Duration) -> Result<Vec<u64>> {
     let msg: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
     let mut back = vec![0u8; size];
     let mut nanos = Vec::new();
@@ -189,7 +258,7 @@ async fn echo_worker(
         if sent >= end {
             break;
         }
-        bounded(io, "writing a message", stream.write_all(&msg)).await?;
+        bounded(io, "writing a message", send(&mut stream, &msg)).await?;
         bounded(io, "reading the echo", stream.read_exact(&mut back)).await?;
         let done = Instant::now();
         ensure!(back == msg, "the echo differs from the message sent");
@@ -220,13 +289,15 @@ pub struct ChurnStats {
 /// `clients` concurrent clients, each in a loop: connect, one 64-byte
 /// message and its echo, half-close, wait for the server's close. For pier
 /// every connection is a fresh instance: this is the cost of the sandbox.
-pub async fn churn(addr: SocketAddr, p: ChurnParams, pid: Option<u32>) -> Result<ChurnStats> {
+/// Over TLS (the `tls-handshake` row) each connection is also a full
+/// TLS 1.3 handshake, and the closes are close_notify.
+pub async fn churn(addr: SocketAddr, transport: &Transport, p: ChurnParams, pid: Option<u32>) -> Result<ChurnStats> {
     ensure!(p.clients > 0, "churn needs clients");
     let start = Instant::now() + p.window.warmup;
     let end = start + p.window.measure;
     let mut workers = JoinSet::new();
     for _ in 0..p.clients {
-        workers.spawn(churn_worker(addr, start, end, p.io_timeout));
+        workers.spawn(churn_worker(addr, transport.clone(), start, end, p.io_timeout));
     }
     let cpu = server_cpu(pid, start, end).await?;
     let nanos: Vec<u64> = join_all(workers).await?.into_iter().flatten().collect();
@@ -239,7 +310,13 @@ pub async fn churn(addr: SocketAddr, p: ChurnParams, pid: Option<u32>) -> Result
     })
 }
 
-async fn churn_worker(addr: SocketAddr, start: Instant, end: Instant, io: Duration) -> Result<Vec<u64>> {
+async fn churn_worker(
+    addr: SocketAddr,
+    transport: Transport,
+    start: Instant,
+    end: Instant,
+    io: Duration,
+) -> Result<Vec<u64>> {
     let msg = [0x5a_u8; 64];
     let mut back = [0u8; 64];
     let mut nanos = Vec::new();
@@ -248,8 +325,8 @@ async fn churn_worker(addr: SocketAddr, start: Instant, end: Instant, io: Durati
         if began >= end {
             break;
         }
-        let mut stream = connect(addr, io).await?;
-        bounded(io, "writing the message", stream.write_all(&msg)).await?;
+        let mut stream = open(addr, &transport, io).await?;
+        bounded(io, "writing the message", send(&mut stream, &msg)).await?;
         bounded(io, "reading the echo", stream.read_exact(&mut back)).await?;
         ensure!(back == msg, "the echo differs from the message sent");
         bounded(io, "half-closing", stream.shutdown()).await?;
@@ -288,7 +365,8 @@ pub struct IdleStats {
 /// Opens `conns` connections, each proven accepted (and, for pier,
 /// instantiated) by a one-byte echo, holds them, and measures how much the
 /// server's RSS and memory mappings grew per connection.
-pub async fn idle(addr: SocketAddr, p: IdleParams, pid: u32) -> Result<IdleStats> {
+/// Over TLS each is held after its handshake and the echo.
+pub async fn idle(addr: SocketAddr, transport: &Transport, p: IdleParams, pid: u32) -> Result<IdleStats> {
     ensure!(p.conns > 0 && p.concurrency > 0, "idle needs connections");
     let rss_before = proc::rss_bytes(pid)?;
     let maps_before = proc::map_count(pid)?;
@@ -298,7 +376,8 @@ pub async fn idle(addr: SocketAddr, p: IdleParams, pid: u32) -> Result<IdleStats
     let (mut launched, mut failed, mut first) = (0usize, 0usize, None);
     loop {
         while first.is_none() && launched < p.conns && opening.len() < p.concurrency {
-            opening.spawn(open_idle(addr, idle_source(addr, launched, p.conns), p.io_timeout));
+            let source = idle_source(addr, launched, p.conns);
+            opening.spawn(open_idle(addr, source, transport.clone(), p.io_timeout));
             launched += 1;
         }
         let Some(joined) = opening.join_next().await else { break };
@@ -350,8 +429,13 @@ fn idle_source(addr: SocketAddr, i: usize, total: usize) -> Option<std::net::IpA
     Some(std::net::Ipv4Addr::new(127, 0, 0, 1 + (i % sources) as u8).into())
 }
 
-async fn open_idle(addr: SocketAddr, source: Option<std::net::IpAddr>, io: Duration) -> Result<TcpStream> {
-    let mut stream = match source {
+async fn open_idle(
+    addr: SocketAddr,
+    source: Option<std::net::IpAddr>,
+    transport: Transport,
+    io: Duration,
+) -> Result<Stream> {
+    let tcp = match source {
         None => connect(addr, io).await?,
         Some(ip) => {
             let socket = tokio::net::TcpSocket::new_v4()?;
@@ -359,7 +443,8 @@ async fn open_idle(addr: SocketAddr, source: Option<std::net::IpAddr>, io: Durat
             bounded(io, "connect", socket.connect(addr)).await?
         }
     };
-    bounded(io, "writing one byte", stream.write_all(b"i")).await?;
+    let mut stream = handshake(tcp, &transport, io).await?;
+    bounded(io, "writing one byte", send(&mut stream, b"i")).await?;
     let mut back = [0u8; 1];
     bounded(io, "reading the byte back", stream.read_exact(&mut back)).await?;
     ensure!(&back == b"i", "the echo differs from the byte sent");

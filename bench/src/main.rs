@@ -2,6 +2,8 @@
 //!
 //! One binary plays every part so a run needs nothing installed:
 //! - `native-echo`: the native tokio baseline server ([`native`]);
+//! - `native-tls-echo`: the same behind tokio-rustls, the `tls-*` rows'
+//!   baseline ([`native::serve_tls`], [`tls`]);
 //! - `load`: one load scenario against a running server ([`load`]), handy
 //!   with `perf record -p <server pid>`;
 //! - `run`: the orchestrator ([`run`]) that starts pier and the baseline as
@@ -15,9 +17,11 @@ mod plot;
 mod proc;
 mod report;
 mod run;
+mod tls;
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -38,6 +42,18 @@ enum Cmd {
         /// HOST:PORT (port 0: any free port); prints `listening native <addr>`.
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
+    },
+    /// Serve the native TLS baseline: the same echo behind tokio-rustls (ring).
+    NativeTlsEcho {
+        /// HOST:PORT (port 0: any free port); prints `listening native-tls <addr>`.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        /// The certificate chain (PEM).
+        #[arg(long)]
+        tls_cert: PathBuf,
+        /// Its private key (PEM).
+        #[arg(long)]
+        tls_key: PathBuf,
     },
     /// Serve the native HTTP baseline: hyper answering GET /hello.
     NativeHttp {
@@ -60,6 +76,19 @@ struct Target {
     /// Timeout for each connect, read and write, in seconds.
     #[arg(long, default_value_t = 5.0)]
     io_timeout: f64,
+    /// Connect with TLS 1.3 (a full handshake per connection), trusting only
+    /// this certificate (PEM) for the name `localhost`.
+    #[arg(long, value_name = "CERT")]
+    tls: Option<PathBuf>,
+}
+
+impl Target {
+    fn transport(&self) -> anyhow::Result<load::Transport> {
+        Ok(match &self.tls {
+            None => load::Transport::Plain,
+            Some(cert) => load::Transport::Tls(tls::connector(cert)?),
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -77,7 +106,8 @@ enum LoadCmd {
         #[arg(long, default_value_t = 5.0)]
         secs: f64,
     },
-    /// Churn: clients each connecting, echoing 64 bytes and closing, in a loop.
+    /// Churn: clients each connecting, echoing 64 bytes and closing, in a loop
+    /// (with --tls: the handshake rate).
     Churn {
         #[command(flatten)]
         target: Target,
@@ -109,6 +139,7 @@ async fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Cmd::NativeEcho { listen } => native::serve(&listen).await,
+        Cmd::NativeTlsEcho { listen, tls_cert, tls_key } => native::serve_tls(&listen, &tls_cert, &tls_key).await,
         Cmd::NativeHttp { listen } => native_http::serve(&listen).await,
         Cmd::Load(cmd) => load_once(cmd).await,
     };
@@ -128,17 +159,17 @@ async fn load_once(cmd: LoadCmd) -> anyhow::Result<()> {
     let json = match cmd {
         LoadCmd::Echo { target, conns, size, secs } => {
             let p = load::EchoParams { conns, size, window: window(secs), io_timeout: io(&target) };
-            serde_json::to_string_pretty(&load::echo(target.addr, p, target.pid).await?)?
+            serde_json::to_string_pretty(&load::echo(target.addr, &target.transport()?, p, target.pid).await?)?
         }
         LoadCmd::Churn { target, clients, secs } => {
             let p = load::ChurnParams { clients, window: window(secs), io_timeout: io(&target) };
-            serde_json::to_string_pretty(&load::churn(target.addr, p, target.pid).await?)?
+            serde_json::to_string_pretty(&load::churn(target.addr, &target.transport()?, p, target.pid).await?)?
         }
         LoadCmd::Idle { target, conns } => {
             let pid = target.pid.ok_or_else(|| anyhow::anyhow!("idle measures the server's memory: give --pid"))?;
             let p =
                 load::IdleParams { conns, concurrency: 64, settle: Duration::from_secs(1), io_timeout: io(&target) };
-            serde_json::to_string_pretty(&load::idle(target.addr, p, pid).await?)?
+            serde_json::to_string_pretty(&load::idle(target.addr, &target.transport()?, p, pid).await?)?
         }
     };
     println!("{json}");

@@ -1,6 +1,6 @@
 //! `latest.svg`: echo throughput (msg/s), churn (conn/s), and latency p50
 //! and p99 per scenario, each as bars of pier next to the baseline. Churn
-//! gets its own panel because its rate is an order of magnitude below
+//! (and the TLS handshakes) get their own panel because their rate is an order of magnitude below
 //! echo's; latency is on a log scale because churn's tail and echo's median
 //! are orders of magnitude apart. Drawn with plotters' SVG backend only: no
 //! fonts or image libraries to install.
@@ -50,10 +50,10 @@ pub fn svg(results: &[ScenarioResult], title: &str) -> Result<String> {
         Some(Measured::Churn(s)) => Some(s.latency),
         _ => None,
     };
-    let rate_groups = |kind: Kind| -> Vec<Group> {
+    let rate_groups = |kinds: &[Kind]| -> Vec<Group> {
         results
             .iter()
-            .filter(|r| r.kind == kind)
+            .filter(|r| kinds.contains(&r.kind))
             .map(|r| Group { name: r.short.clone(), values: vec![rate(ok(&r.pier)), rate(ok(&r.native))] })
             .collect()
     };
@@ -78,24 +78,31 @@ pub fn svg(results: &[ScenarioResult], title: &str) -> Result<String> {
 
     let mut out = String::new();
     {
-        let root = SVGBackend::with_string(&mut out, (1500, 560)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut out, (1800, 560)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         let root = root.titled(title, ("sans-serif", 22)).map_err(err)?;
-        let (left, rest) = root.split_horizontally(560);
-        let (middle, right) = rest.split_horizontally(360);
+        let (left, rest) = root.split_horizontally(620);
+        let (middle, right) = rest.split_horizontally(420);
         panel(
             &left,
             "echo throughput, higher is better",
             "messages/s",
             &two,
-            &rate_groups(Kind::Echo),
+            &rate_groups(&[Kind::Echo]),
             Scale::Thousands,
         )?;
-        panel(&middle, "churn, higher is better", "connections/s", &two, &rate_groups(Kind::Churn), Scale::Thousands)?;
+        panel(
+            &middle,
+            "churn and TLS handshakes, higher is better",
+            "connections/s",
+            &two,
+            &rate_groups(&[Kind::Churn, Kind::Handshake]),
+            Scale::Thousands,
+        )?;
         panel(
             &right,
             "latency, lower is better",
-            "µs, log scale (echo: round trip; churn: connect to close)",
+            "µs, log scale (echo: round trip; churn, handshake: connect to close)",
             &four,
             &latency_groups,
             Scale::Log,

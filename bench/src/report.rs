@@ -39,6 +39,8 @@ pub struct ScenarioResult {
 pub enum Kind {
     Echo,
     Churn,
+    /// Churn over TLS: each connection a full handshake (`tls-handshake`).
+    Handshake,
     Idle,
 }
 
@@ -121,6 +123,28 @@ const CHURN_METRICS: &[MetricDef] = &[
     },
 ];
 
+const HANDSHAKE_METRICS: &[MetricDef] = &[
+    MetricDef { name: "handshakes", unit: "hs/s", better: Better::Higher, get: |m| churn(m).map(|s| s.conns_per_sec) },
+    MetricDef {
+        name: "connect-to-close p50",
+        unit: "µs",
+        better: Better::Lower,
+        get: |m| churn(m).map(|s| s.latency.p50_us),
+    },
+    MetricDef {
+        name: "connect-to-close p99",
+        unit: "µs",
+        better: Better::Lower,
+        get: |m| churn(m).map(|s| s.latency.p99_us),
+    },
+    MetricDef {
+        name: "server CPU per handshake",
+        unit: "µs",
+        better: Better::Lower,
+        get: |m| churn(m).and_then(|s| s.server_cpu_us_per_conn),
+    },
+];
+
 const IDLE_METRICS: &[MetricDef] = &[
     MetricDef {
         name: "RSS per connection",
@@ -141,6 +165,7 @@ impl Kind {
         match self {
             Kind::Echo => ECHO_METRICS,
             Kind::Churn => CHURN_METRICS,
+            Kind::Handshake => HANDSHAKE_METRICS,
             Kind::Idle => IDLE_METRICS,
         }
     }
@@ -223,7 +248,7 @@ fn value(v: Option<f64>, unit: &str, failed: bool) -> String {
         None if failed => "error".into(),
         None => "–".into(),
         Some(v) => match unit {
-            "msg/s" | "conn/s" => thousands(v),
+            "msg/s" | "conn/s" | "hs/s" => thousands(v),
             "maps" => format!("{v:.2}"),
             _ => format!("{v:.1}"),
         },
@@ -276,9 +301,16 @@ pub fn table(rows: &[Row], pending: &[Pending]) -> String {
     for l in &lines {
         out.push_str(&row([&l[0], &l[1], &l[2], &l[3]]));
     }
+    out.push_str("\nbaseline: the native tokio echo server (`pier-bench native-echo`), same run, same machine.\n");
+    if rows.iter().any(|r| r.scenario.contains("TLS") || r.scenario.starts_with("tls")) {
+        out.push_str(
+            "TLS rows: pier's echo guest on a TLS listener vs `pier-bench native-tls-echo` (the same server behind \
+             tokio-rustls), both with rustls 0.23 and its ring provider and one ECDSA P-256 certificate; \
+             the client does a full TLS 1.3 handshake per connection.\n",
+        );
+    }
     out.push_str(
-        "\nbaseline: the native tokio echo server (`pier-bench native-echo`), same run, same machine.\n\
-         ratio = pier / baseline. ↑ higher is better: a ratio above 1 favours pier. \
+        "ratio = pier / baseline. ↑ higher is better: a ratio above 1 favours pier. \
          ↓ lower is better (a cost): a ratio below 1 favours pier.\n",
     );
     let mut seen = Vec::new();
@@ -415,6 +447,13 @@ impl Report<'_> {
         let pier_bin = c["pier"]["binary"].as_str().unwrap_or("pier");
         let _ = writeln!(s, "- pier: `{pier_bin} {}`", args(&c["pier"]["args"]));
         let _ = writeln!(s, "- baseline: `pier-bench {}`", args(&c["baseline"]["args"]));
+        if self.scenarios.iter().any(|r| r.label.starts_with("tls") || r.label.contains("TLS")) {
+            let t = &c["tls"];
+            let _ = writeln!(s, "- pier (TLS rows): `{pier_bin} {}`", args(&t["pier_args"]));
+            let _ = writeln!(s, "- baseline (TLS rows): `pier-bench {}`", args(&t["baseline_args"]));
+            let _ = writeln!(s, "- TLS certificate: {}", t["certificate"].as_str().unwrap_or("?"));
+            let _ = writeln!(s, "- TLS client: {}", t["client"].as_str().unwrap_or("?"));
+        }
         for (key, kind) in [("wasmtime_serve", "WASI 0.2"), ("wasmtime_serve_p3", "WASI 0.3")] {
             if let Some(wasmtime) = c[key]["binary"].as_str() {
                 let _ = writeln!(s, "- `wasmtime serve` row ({kind}): `{wasmtime} {}`", args(&c[key]["args"]));

@@ -7,10 +7,14 @@
 //! scenario) so that a noisy neighbour on a shared machine skews both sides
 //! of a ratio alike rather than one server's whole column; the timed ones
 //! run three such rounds and report the round with the median ratio.
+//!
+//! The `tls-*` rows then do the same over TLS 1.3: pier's echo guest on a
+//! TLS listener (`--tls-cert`, `--tls-key`) against `pier-bench
+//! native-tls-echo`, both serving one certificate made for this run.
 
-use crate::load::{self, ChurnParams, EchoParams, IdleParams, Window};
+use crate::load::{self, ChurnParams, EchoParams, IdleParams, Transport, Window};
 use crate::report::{self, Kind, Machine, Measured, Outcome, Pending, Report, ScenarioResult};
-use crate::{external, plot, proc};
+use crate::{external, plot, proc, tls};
 use anyhow::{Context, Result, bail, ensure};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -40,6 +44,9 @@ pub struct RunArgs {
     /// Idle connections to hold [default: 10000, with --quick 1000].
     #[arg(long)]
     pub idle_conns: Option<usize>,
+    /// Idle TLS connections to hold [default: 2000, with --quick 100].
+    #[arg(long)]
+    pub tls_idle_conns: Option<usize>,
     /// The `wasmtime` CLI of the `wasmtime serve` rows (`make bench-tools`).
     #[arg(long, default_value = "target/tools/bin/wasmtime")]
     pub wasmtime: PathBuf,
@@ -59,6 +66,8 @@ pub struct RunArgs {
 pub enum Part {
     /// echo, churn and idle vs the native tokio echo server.
     Echo,
+    /// tls-echo, tls-handshake and idle over TLS vs the native tokio-rustls echo server.
+    Tls,
     /// The instantiate + new-csa micro-benchmark.
     Instantiate,
     /// The RESP guest vs redis-server.
@@ -78,8 +87,18 @@ struct Plan {
     churn_clients: usize,
     idle_conns: usize,
     idle_concurrency: usize,
+    /// The TLS rows: their timed scenarios' window (shorter with --quick, so
+    /// that they add a few seconds to `make bench-smoke`), message size and
+    /// connections of tls-echo, clients of tls-handshake, idle TLS connections.
+    tls_window: Window,
+    tls_echo_size: usize,
+    tls_echo_conns: usize,
+    tls_handshake_clients: usize,
+    tls_idle_conns: usize,
     #[serde(skip)]
     idle_settle: Duration,
+    #[serde(skip)]
+    tls_idle_settle: Duration,
     #[serde(skip)]
     io_timeout: Duration,
     /// Pause after each run so the server has closed its connections.
@@ -102,7 +121,17 @@ impl Plan {
             churn_clients: 32,
             idle_conns: args.idle_conns.unwrap_or(idle_default),
             idle_concurrency: 64,
+            tls_window: if args.quick {
+                Window { warmup: Duration::from_millis(100), measure: Duration::from_millis(500) }
+            } else {
+                window
+            },
+            tls_echo_size: 4096,
+            tls_echo_conns: 64,
+            tls_handshake_clients: 32,
+            tls_idle_conns: args.tls_idle_conns.unwrap_or(if args.quick { 100 } else { 2_000 }),
             idle_settle: Duration::from_secs(1),
+            tls_idle_settle: Duration::from_millis(if args.quick { 300 } else { 1_000 }),
             io_timeout: Duration::from_secs(5),
             pause: Duration::from_millis(500),
         }
@@ -114,9 +143,9 @@ impl Plan {
         self.window.warmup + self.window.measure + 4 * self.io_timeout + Duration::from_secs(10)
     }
 
-    /// A bound on the idle scenario: generous per connection, never infinite.
-    fn idle_limit(&self) -> Duration {
-        self.idle_settle + 2 * self.io_timeout + Duration::from_millis(5 * self.idle_conns as u64 + 20_000)
+    /// A bound on an idle scenario of `conns`: generous per connection, never infinite.
+    fn idle_limit(&self, conns: usize) -> Duration {
+        self.idle_settle + 2 * self.io_timeout + Duration::from_millis(5 * conns as u64 + 20_000)
     }
 }
 
@@ -221,9 +250,9 @@ pub async fn run(args: RunArgs) -> Result<bool> {
         ensure!(path.is_file(), "{what} is not at {}: run `make build` first", path.display());
     }
     // Each idle connection is a socket here; the servers have their own limit.
-    let need = plan.idle_conns as u64 + 512;
+    let need = plan.idle_conns.max(plan.tls_idle_conns) as u64 + 512;
     ensure!(
-        !wants(Part::Echo) || nofile.now >= need,
+        !(wants(Part::Echo) || wants(Part::Tls)) || nofile.now >= need,
         "the open-files limit is {} (hard), too low for {} idle connections: raise it to at least {need} \
          (e.g. `ulimit -Hn {need}` as root, or LimitNOFILE), or pass a smaller --idle-conns",
         nofile.now,
@@ -231,7 +260,7 @@ pub async fn run(args: RunArgs) -> Result<bool> {
     );
     // Room for the idle scenario and a few stragglers; no more, since pier
     // sizes its pool (and its vm.max_map_count check) from this.
-    let max_connections = plan.idle_conns + 64;
+    let max_connections = plan.idle_conns.max(plan.tls_idle_conns) + 64;
     let machine = Machine::probe(nofile);
     let mode = if args.quick { "quick" } else { "full" };
     eprintln!(
@@ -257,13 +286,31 @@ pub async fn run(args: RunArgs) -> Result<bool> {
     let native_args: Vec<String> = ["native-echo", "--listen", "127.0.0.1:0"].map(String::from).to_vec();
     let me = std::env::current_exe().context("finding pier-bench's own path")?;
 
-    let results =
+    let mut results =
         if wants(Part::Echo) { echo_vs_native(&plan, &args, &pier_args, &native_args, &me).await? } else { Vec::new() };
+
+    let mut pending = Vec::new();
+    // Whether the TLS rows ran, and whether they failed before giving numbers.
+    let (mut tls_ran, mut tls_failed) = (false, false);
+    if wants(Part::Tls) {
+        match tls_skip_reason(&args.pier) {
+            Some(why) => pending.push(Pending { scenario: TLS_ROWS, status: why }),
+            None => match tls_vs_native(&plan, &args, &pier_args, &me).await {
+                Ok(tls_results) => {
+                    tls_ran = true;
+                    results.extend(tls_results);
+                }
+                Err(e) => {
+                    tls_failed = true;
+                    pending.push(Pending { scenario: TLS_ROWS, status: format!("error: {e:#}") });
+                }
+            },
+        }
+    }
 
     let rows = report::rows(&results);
     let iterations = if args.quick { 1_000 } else { 20_000 };
     let wasm_dir = args.plugin.parent().unwrap_or(Path::new("."));
-    let mut pending = Vec::new();
     if wants(Part::Instantiate) {
         pending.push(instantiate_microbench(&args.plugin, iterations));
     }
@@ -307,6 +354,12 @@ pub async fn run(args: RunArgs) -> Result<bool> {
         "io_timeout_secs": plan.io_timeout.as_secs_f64(),
         "pier": { "binary": args.pier, "args": pier_args },
         "baseline": { "args": native_args },
+        "tls": {
+            "pier_args": pier_args.iter().cloned().chain(tls_flags("CERT", "KEY")).collect::<Vec<_>>(),
+            "baseline_args": native_tls_args("CERT", "KEY"),
+            "certificate": TLS_CERT_NOTE,
+            "client": TLS_CLIENT_NOTE,
+        },
         "wasmtime_serve": {
             "binary": args.wasmtime,
             "args": serve_args(external::WASMTIME_SERVE_ARGS, &args.hello_http),
@@ -325,7 +378,161 @@ pub async fn run(args: RunArgs) -> Result<bool> {
         format!("pier + echo guest vs native tokio echo ({}, {} cores, {mode} run)", machine.date, machine.nproc);
     write_atomic(&out.join("latest.svg"), &plot::svg(&results, &title)?)?;
     eprintln!("wrote {}/latest.{{md,json,svg}} in {:.1} s total", out.display(), began.elapsed().as_secs_f64());
-    Ok(!wants(Part::Echo) || report::complete(&results))
+    let expect_numbers = wants(Part::Echo) || tls_ran;
+    Ok(!tls_failed && (!expect_numbers || report::complete(&results)))
+}
+
+/// The table's line for the TLS rows when they did not run.
+const TLS_ROWS: &str = "TLS rows (tls-echo, tls-handshake, idle TLS) vs native tokio-rustls echo";
+const TLS_CERT_NOTE: &str = "ECDSA P-256, self-signed (CA:FALSE), made at bench time by \
+     `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256` in a temporary directory";
+const TLS_CLIENT_NOTE: &str = "tokio-rustls 0.26, ring provider, TLS 1.3 only, default cipher suites and key \
+     exchange, no resumption (a full handshake per connection), trusting only that certificate";
+
+/// `pier serve`'s TLS flags with these files.
+fn tls_flags(cert: &str, key: &str) -> [String; 4] {
+    ["--tls-cert", cert, "--tls-key", key].map(String::from)
+}
+
+fn native_tls_args(cert: &str, key: &str) -> Vec<String> {
+    ["native-tls-echo", "--listen", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key].map(String::from).to_vec()
+}
+
+/// Why the TLS rows cannot run: this pier has no TLS listener, or there is
+/// no openssl CLI to make the certificate with.
+fn tls_skip_reason(pier: &Path) -> Option<String> {
+    let help = std::process::Command::new(pier).args(["serve", "--help"]).stderr(Stdio::null()).output();
+    match help {
+        Ok(out) if String::from_utf8_lossy(&out.stdout).contains("--tls-cert") => {}
+        Ok(_) => {
+            return Some(format!(
+                "skipped: {} has no TLS listener (`serve --help` shows no --tls-cert)",
+                pier.display()
+            ));
+        }
+        Err(e) => return Some(format!("skipped: running {} serve --help: {e}", pier.display())),
+    }
+    let openssl =
+        std::process::Command::new("openssl").arg("version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    match openssl {
+        Ok(status) if status.success() => None,
+        _ => Some("skipped: no openssl CLI to make the certificate with (Debian: openssl)".into()),
+    }
+}
+
+/// Makes a certificate, starts pier (echo guest, TLS listener) and the
+/// native TLS echo server with it, runs tls-echo, tls-handshake and idle TLS
+/// against each, and stops them.
+async fn tls_vs_native(plan: &Plan, args: &RunArgs, pier_args: &[String], me: &Path) -> Result<Vec<ScenarioResult>> {
+    let cert = tls::TempCert::generate()?;
+    let (cert_path, key_path) = (cert.cert.display().to_string(), cert.key.display().to_string());
+    let transport = Transport::Tls(tls::connector(&cert.cert)?);
+    let pier_args: Vec<String> = pier_args.iter().cloned().chain(tls_flags(&cert_path, &key_path)).collect();
+    let pier = Server::start("pier", &args.pier, &pier_args).await?;
+    let native = match Server::start("native", me, &native_tls_args(&cert_path, &key_path)).await {
+        Ok(server) => server,
+        Err(e) => {
+            let _ = pier.stop().await;
+            return Err(e);
+        }
+    };
+    eprintln!("TLS: pier (pid {}) on {}, native (pid {}) on {}", pier.pid, pier.addr, native.pid, native.addr);
+    let outcome = interruptible(tls_scenarios(plan, &transport, &pier, &native)).await;
+    stop_both(pier, native).await;
+    outcome
+}
+
+/// The TLS scenarios, each against pier then the baseline, as [`scenarios`].
+async fn tls_scenarios(plan: &Plan, transport: &Transport, pier: &Server, native: &Server) -> Vec<ScenarioResult> {
+    let mut results = Vec::new();
+    let size = plan.tls_echo_size;
+    let size_name = if size >= 1024 { format!("{} KiB", size / 1024) } else { format!("{size} B") };
+    let p = EchoParams { conns: plan.tls_echo_conns, size, window: plan.tls_window, io_timeout: plan.io_timeout };
+    let label = format!("tls-echo {size_name} × {} conns", p.conns);
+    let (pier_r, native_r) = median_round(plan, pier, native, |s| {
+        measure(plan, &label, s, plan.timed_limit(), async move {
+            Ok(Measured::Echo(load::echo(s.addr, transport, p, Some(s.pid)).await?))
+        })
+    })
+    .await;
+    results.push(ScenarioResult {
+        short: format!("tls-echo {size_name}"),
+        label,
+        kind: Kind::Echo,
+        pier: pier_r,
+        native: native_r,
+    });
+
+    let p = ChurnParams { clients: plan.tls_handshake_clients, window: plan.tls_window, io_timeout: plan.io_timeout };
+    let label = format!("tls-handshake × {} clients", p.clients);
+    let (pier_r, native_r) = median_round(plan, pier, native, |s| {
+        measure(plan, &label, s, plan.timed_limit(), async move {
+            Ok(Measured::Churn(load::churn(s.addr, transport, p, Some(s.pid)).await?))
+        })
+    })
+    .await;
+    results.push(ScenarioResult {
+        short: "tls-handshake".into(),
+        label,
+        kind: Kind::Handshake,
+        pier: pier_r,
+        native: native_r,
+    });
+
+    let conns = plan.tls_idle_conns;
+    let p = IdleParams {
+        conns,
+        concurrency: plan.idle_concurrency,
+        settle: plan.tls_idle_settle,
+        io_timeout: plan.io_timeout,
+    };
+    let label = format!("idle TLS × {conns} conns");
+    results.push(idle_pair(plan, &label, "idle TLS", transport, p, pier, native).await);
+    results
+}
+
+/// The idle scenario against pier, then (once pier has torn its instances
+/// down) against the baseline.
+async fn idle_pair(
+    plan: &Plan,
+    label: &str,
+    short: &str,
+    transport: &Transport,
+    p: IdleParams,
+    pier: &Server,
+    native: &Server,
+) -> ScenarioResult {
+    let limit = plan.idle_limit(p.conns);
+    let pier_r = measure(plan, label, pier, limit, async {
+        Ok(Measured::Idle(load::idle(pier.addr, transport, p, pier.pid).await?))
+    })
+    .await;
+    // Let pier tear its instances down before the baseline is measured.
+    sleep(p.settle).await;
+    let native_r = measure(plan, label, native, limit, async {
+        Ok(Measured::Idle(load::idle(native.addr, transport, p, native.pid).await?))
+    })
+    .await;
+    ScenarioResult { short: short.into(), label: label.into(), kind: Kind::Idle, pier: pier_r, native: native_r }
+}
+
+/// `work`, unless we are interrupted (Ctrl-C, SIGTERM) first.
+async fn interruptible<T>(work: impl Future<Output = T>) -> Result<T> {
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        done = work => Ok(done),
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        _ = term.recv() => Err(anyhow::anyhow!("terminated")),
+    }
+}
+
+/// Stops both servers; a failure to stop is a warning.
+async fn stop_both(pier: Server, native: Server) {
+    for stopped in [pier.stop().await, native.stop().await] {
+        if let Err(e) = stopped {
+            eprintln!("warning: {e:#}");
+        }
+    }
 }
 
 /// Starts pier (echo guest) and the native echo server, runs echo, churn
@@ -347,17 +554,8 @@ async fn echo_vs_native(
     };
     eprintln!("pier (pid {}) on {}, native (pid {}) on {}", pier.pid, pier.addr, native.pid, native.addr);
 
-    let mut term = signal(SignalKind::terminate())?;
-    let outcome = tokio::select! {
-        results = scenarios(plan, &pier, &native) => Ok(results),
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
-        _ = term.recv() => Err(anyhow::anyhow!("terminated")),
-    };
-    for stopped in [pier.stop().await, native.stop().await] {
-        if let Err(e) = stopped {
-            eprintln!("warning: {e:#}");
-        }
-    }
+    let outcome = interruptible(scenarios(plan, &pier, &native)).await;
+    stop_both(pier, native).await;
     outcome
 }
 
@@ -373,7 +571,7 @@ async fn scenarios(plan: &Plan, pier: &Server, native: &Server) -> Vec<ScenarioR
         let label = format!("echo {size_name} × {} conns", p.conns);
         let (pier_r, native_r) = median_round(plan, pier, native, |s| {
             measure(plan, &label, s, plan.timed_limit(), async move {
-                Ok(Measured::Echo(load::echo(s.addr, p, Some(s.pid)).await?))
+                Ok(Measured::Echo(load::echo(s.addr, &Transport::Plain, p, Some(s.pid)).await?))
             })
         })
         .await;
@@ -390,7 +588,7 @@ async fn scenarios(plan: &Plan, pier: &Server, native: &Server) -> Vec<ScenarioR
     let label = format!("churn × {} clients", p.clients);
     let (pier_r, native_r) = median_round(plan, pier, native, |s| {
         measure(plan, &label, s, plan.timed_limit(), async move {
-            Ok(Measured::Churn(load::churn(s.addr, p, Some(s.pid)).await?))
+            Ok(Measured::Churn(load::churn(s.addr, &Transport::Plain, p, Some(s.pid)).await?))
         })
     })
     .await;
@@ -403,17 +601,7 @@ async fn scenarios(plan: &Plan, pier: &Server, native: &Server) -> Vec<ScenarioR
         io_timeout: plan.io_timeout,
     };
     let label = format!("idle × {} conns", p.conns);
-    let pier_r = measure(plan, &label, pier, plan.idle_limit(), async {
-        Ok(Measured::Idle(load::idle(pier.addr, p, pier.pid).await?))
-    })
-    .await;
-    // Let pier tear its instances down before the baseline is measured.
-    sleep(plan.idle_settle).await;
-    let native_r = measure(plan, &label, native, plan.idle_limit(), async {
-        Ok(Measured::Idle(load::idle(native.addr, p, native.pid).await?))
-    })
-    .await;
-    results.push(ScenarioResult { short: "idle".into(), label, kind: Kind::Idle, pier: pier_r, native: native_r });
+    results.push(idle_pair(plan, &label, "idle", &Transport::Plain, p, pier, native).await);
     results
 }
 
