@@ -49,11 +49,18 @@ fn free_port() -> Result<u16> {
 /// Starts `pier serve` for one guest, with `extra` flags, and returns it
 /// with its address.
 fn start_pier(pier: &Path, plugin: &Path, extra: &[&str]) -> Result<(Guard, SocketAddr)> {
+    let plugin = plugin.display().to_string();
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--nodelay", "--max-connections", "1024", "--plugin"];
+    args.push(&plugin);
+    args.extend_from_slice(extra);
+    start_pier_with(pier, &args)
+}
+
+/// Starts `pier ARGS` and returns it with its first listener's address.
+fn start_pier_with(pier: &Path, args: &[&str]) -> Result<(Guard, SocketAddr)> {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(pier)
-        .args(["serve", "--listen", "127.0.0.1:0", "--nodelay", "--max-connections", "1024", "--plugin"])
-        .arg(plugin)
-        .args(extra)
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -197,6 +204,81 @@ fn measure_resp(pier: &Path, plugin: &Path, extra: &[&str], requests: u32) -> Re
         ));
     }
     Ok(parts.join("; "))
+}
+
+const PROXY_ROW: &str = "proxy guest in front of redis-server vs redis-server direct (and HAProxy 2.6 in TCP \
+     mode on the same path): SET/GET req/s, redis-benchmark -c 50 (↑, goal ≥ 0.7×)";
+
+/// The proxy guest's cost: redis-benchmark through pier's TCP proxy guest
+/// to a redis-server, against the same redis-server direct, and through
+/// HAProxy when it is installed.
+pub fn proxy_vs_direct(pier: &Path, wasm_dir: &Path, quick: bool) -> Pending {
+    let requests = if quick { 5_000 } else { 100_000 };
+    protocol_row(PROXY_ROW, &wasm_dir.join("proxy.wasm"), &["redis-server", "redis-benchmark"], |plugin| {
+        measure_proxy(pier, plugin, requests)
+    })
+}
+
+fn measure_proxy(pier: &Path, plugin: &Path, requests: u32) -> Result<String> {
+    let port = free_port()?;
+    let _redis = Guard(
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting redis-server")?,
+    );
+    let redis = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_listening(redis)?;
+    let dir = std::env::temp_dir().join(format!("pier-bench-proxy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let config = dir.join("pier.toml");
+    // The file's paths are relative to it: give the plugin's whole path.
+    let plugin = std::fs::canonicalize(plugin).with_context(|| format!("finding {}", plugin.display()))?;
+    std::fs::write(
+        &config,
+        format!(
+            "[[listener]]\nname = \"proxy\"\nlisten = \"127.0.0.1:0\"\nplugin = \"{}\"\nnodelay = true\n\
+             max-connections = 1024\nallow-connect = [\"{redis}\"]\nconfig = {{ upstream = \"{redis}\" }}\n",
+            plugin.display()
+        ),
+    )?;
+    let (pier_guard, proxied) = start_pier_with(pier, &["serve", "--config", &config.display().to_string()])?;
+    let (ps, pg) = redis_benchmark(proxied.port(), 1, requests)?;
+    drop(pier_guard);
+    let (ds, dg) = redis_benchmark(port, 1, requests)?;
+    let mut text =
+        format!("proxy SET {ps:.0} vs {ds:.0} direct ({:.2}×), GET {pg:.0} vs {dg:.0} ({:.2}×)", ps / ds, pg / dg);
+    if have("haproxy") {
+        let hport = free_port()?;
+        let cfg = dir.join("haproxy.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                "global\n  maxconn 1024\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  \
+                 timeout server 60s\nlisten redis\n  bind 127.0.0.1:{hport}\n  server r1 {redis}\n"
+            ),
+        )?;
+        let _haproxy = Guard(
+            Command::new("haproxy")
+                .args(["-f", &cfg.display().to_string(), "-db"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting haproxy")?,
+        );
+        wait_listening(SocketAddr::from(([127, 0, 0, 1], hport)))?;
+        let (hs, hg) = redis_benchmark(hport, 1, requests)?;
+        text.push_str(&format!(
+            "; HAProxy SET {hs:.0} ({:.2}× direct), GET {hg:.0} ({:.2}×): pier's proxy {:.2}×/{:.2}× HAProxy's",
+            hs / ds,
+            hg / dg,
+            ps / hs,
+            pg / hg
+        ));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(text)
 }
 
 /// `wrk` prints `Requests/sec:  12345.67`.

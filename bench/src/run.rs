@@ -72,6 +72,8 @@ pub enum Part {
     Instantiate,
     /// The RESP guest vs redis-server.
     Resp,
+    /// The proxy guest in front of redis-server vs direct (and HAProxy).
+    Proxy,
     /// The HTTP guest vs native hyper and vs `wasmtime serve` (WASI 0.2 and 0.3).
     Http,
 }
@@ -316,6 +318,9 @@ pub async fn run(args: RunArgs) -> Result<bool> {
     }
     if wants(Part::Resp) {
         pending.extend(external::resp_vs_redis(&args.pier, wasm_dir, args.quick));
+    }
+    if wants(Part::Proxy) {
+        pending.push(external::proxy_vs_direct(&args.pier, wasm_dir, args.quick));
     }
     if wants(Part::Http) {
         let p2 = external::WasmtimeServe {

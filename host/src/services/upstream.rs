@@ -23,6 +23,12 @@ use tracing::info;
 /// Largest chunk one upstream `data` event carries.
 pub(crate) const READ_CHUNK: usize = 32 << 10;
 
+thread_local! {
+    /// Where upstream reads land before the bytes read are copied out: one
+    /// buffer per worker thread, not a zeroed chunk per read or per upstream.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// What a listener allows its connections to connect to, and how much.
 #[derive(Clone, Debug)]
 pub(crate) struct Policy {
@@ -139,16 +145,16 @@ impl Upstream {
         // Reading, unless paused or ended.
         if !self.input_ended && !self.outbox.reading_paused {
             while stream.poll_read_ready(cx).is_ready() {
-                let mut buf = vec![0; READ_CHUNK];
-                match stream.try_read(&mut buf) {
-                    Ok(0) => {
+                let read = SCRATCH.with_borrow_mut(|buf| {
+                    buf.resize(READ_CHUNK, 0);
+                    stream.try_read(buf).map(|n| buf[..n].to_vec())
+                });
+                match read {
+                    Ok(bytes) if bytes.is_empty() => {
                         self.input_ended = true;
                         return Poll::Ready(Event::EndOfInput);
                     }
-                    Ok(n) => {
-                        buf.truncate(n);
-                        return Poll::Ready(Event::Data(buf));
-                    }
+                    Ok(bytes) => return Poll::Ready(Event::Data(bytes)),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     Err(e) => return Poll::Ready(Event::Closed(ShutdownReason::from_socket_error(&e))),
                 }
