@@ -74,6 +74,8 @@ pub enum Part {
     Resp,
     /// The proxy guest in front of redis-server vs direct (and HAProxy).
     Proxy,
+    /// inetd mode: a plain `cat` command vs pier's echo handler.
+    Inetd,
     /// The HTTP guest vs native hyper and vs `wasmtime serve` (WASI 0.2 and 0.3).
     Http,
 }
@@ -310,6 +312,20 @@ pub async fn run(args: RunArgs) -> Result<bool> {
         }
     }
 
+    if wants(Part::Inetd) {
+        let cat = args.plugin.with_file_name("cmd-cat.wasm");
+        if cat.is_file() {
+            let cat_args: Vec<String> =
+                pier_args.iter().map(|a| if *a == plugin { cat.display().to_string() } else { a.clone() }).collect();
+            match inetd_vs_handler(&plan, &args, &cat_args, &pier_args).await {
+                Ok(rows) => results.extend(rows),
+                Err(e) => pending.push(Pending { scenario: INETD_ROWS, status: format!("error: {e:#}") }),
+            }
+        } else {
+            pending.push(Pending { scenario: INETD_ROWS, status: format!("skipped: {} is not built", cat.display()) });
+        }
+    }
+
     let rows = report::rows(&results);
     let iterations = if args.quick { 1_000 } else { 20_000 };
     let wasm_dir = args.plugin.parent().unwrap_or(Path::new("."));
@@ -542,6 +558,64 @@ async fn stop_both(pier: Server, native: Server) {
 
 /// Starts pier (echo guest) and the native echo server, runs echo, churn
 /// and idle against each, and stops them.
+const INETD_ROWS: &str = "inetd rows (a wasi:cli `cat` command vs pier's echo handler)";
+
+/// inetd mode's cost: a plain `cat` command served per connection (as
+/// "pier") against pier's own echo handler (as the baseline), echo 4 KiB and
+/// churn, in rounds as the other rows.
+async fn inetd_vs_handler(
+    plan: &Plan,
+    args: &RunArgs,
+    cat_args: &[String],
+    echo_args: &[String],
+) -> Result<Vec<ScenarioResult>> {
+    let cat = Server::start("pier", &args.pier, cat_args).await?;
+    let echo = match Server::start("native", &args.pier, echo_args).await {
+        Ok(server) => server,
+        Err(e) => {
+            let _ = cat.stop().await;
+            return Err(e);
+        }
+    };
+    let work = async {
+        let mut results = Vec::new();
+        let p = EchoParams { conns: plan.echo_conns, size: 4096, window: plan.window, io_timeout: plan.io_timeout };
+        let label = format!("inetd: cmd-cat vs echo handler, echo 4 KiB × {} conns", p.conns);
+        let (cat_r, echo_r) = median_round(plan, &cat, &echo, |s| {
+            measure(plan, &label, s, plan.timed_limit(), async move {
+                Ok(Measured::Echo(load::echo(s.addr, &Transport::Plain, p, Some(s.pid)).await?))
+            })
+        })
+        .await;
+        results.push(ScenarioResult {
+            short: "inetd echo".into(),
+            label,
+            kind: Kind::Echo,
+            pier: cat_r,
+            native: echo_r,
+        });
+        let p = ChurnParams { clients: plan.churn_clients, window: plan.window, io_timeout: plan.io_timeout };
+        let label = format!("inetd: cmd-cat vs echo handler, churn × {} clients", p.clients);
+        let (cat_r, echo_r) = median_round(plan, &cat, &echo, |s| {
+            measure(plan, &label, s, plan.timed_limit(), async move {
+                Ok(Measured::Churn(load::churn(s.addr, &Transport::Plain, p, Some(s.pid)).await?))
+            })
+        })
+        .await;
+        results.push(ScenarioResult {
+            short: "inetd churn".into(),
+            label,
+            kind: Kind::Churn,
+            pier: cat_r,
+            native: echo_r,
+        });
+        results
+    };
+    let outcome = interruptible(work).await;
+    stop_both(cat, echo).await;
+    outcome
+}
+
 async fn echo_vs_native(
     plan: &Plan,
     args: &RunArgs,
