@@ -182,10 +182,11 @@ pub fn resp_vs_redis(pier: &Path, wasm_dir: &Path, quick: bool) -> [Pending; 2] 
     ]
 }
 
-fn measure_resp(pier: &Path, plugin: &Path, extra: &[&str], requests: u32) -> Result<String> {
-    let (_pier, addr) = start_pier(pier, plugin, extra)?;
+/// A `redis-server` on a free loopback port, without persistence, once it
+/// accepts connections; and its port.
+fn start_redis() -> Result<(Guard, u16)> {
     let port = free_port()?;
-    let _redis = Guard(
+    let redis = Guard(
         Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
@@ -193,6 +194,12 @@ fn measure_resp(pier: &Path, plugin: &Path, extra: &[&str], requests: u32) -> Re
             .context("starting redis-server")?,
     );
     wait_listening(SocketAddr::from(([127, 0, 0, 1], port)))?;
+    Ok((redis, port))
+}
+
+fn measure_resp(pier: &Path, plugin: &Path, extra: &[&str], requests: u32) -> Result<String> {
+    let (_pier, addr) = start_pier(pier, plugin, extra)?;
+    let (_redis, port) = start_redis()?;
     let mut parts = Vec::new();
     for pipeline in [1, 16] {
         let (ps, pg) = redis_benchmark(addr.port(), pipeline, requests)?;
@@ -220,16 +227,8 @@ pub fn proxy_vs_direct(pier: &Path, wasm_dir: &Path, quick: bool) -> Pending {
 }
 
 fn measure_proxy(pier: &Path, plugin: &Path, requests: u32) -> Result<String> {
-    let port = free_port()?;
-    let _redis = Guard(
-        Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .context("starting redis-server")?,
-    );
+    let (_redis, port) = start_redis()?;
     let redis = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_listening(redis)?;
     let dir = std::env::temp_dir().join(format!("pier-bench-proxy-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("pier.toml");

@@ -96,6 +96,21 @@ const ECHO_METRICS: &[MetricDef] = &[
     },
 ];
 
+/// Latency rows shared by churn and TLS handshakes (a handshake is a churn
+/// connection over TLS).
+const CONNECT_TO_CLOSE_P50: MetricDef = MetricDef {
+    name: "connect-to-close p50",
+    unit: "µs",
+    better: Better::Lower,
+    get: |m| churn(m).map(|s| s.latency.p50_us),
+};
+const CONNECT_TO_CLOSE_P99: MetricDef = MetricDef {
+    name: "connect-to-close p99",
+    unit: "µs",
+    better: Better::Lower,
+    get: |m| churn(m).map(|s| s.latency.p99_us),
+};
+
 const CHURN_METRICS: &[MetricDef] = &[
     MetricDef {
         name: "connections",
@@ -103,18 +118,8 @@ const CHURN_METRICS: &[MetricDef] = &[
         better: Better::Higher,
         get: |m| churn(m).map(|s| s.conns_per_sec),
     },
-    MetricDef {
-        name: "connect-to-close p50",
-        unit: "µs",
-        better: Better::Lower,
-        get: |m| churn(m).map(|s| s.latency.p50_us),
-    },
-    MetricDef {
-        name: "connect-to-close p99",
-        unit: "µs",
-        better: Better::Lower,
-        get: |m| churn(m).map(|s| s.latency.p99_us),
-    },
+    CONNECT_TO_CLOSE_P50,
+    CONNECT_TO_CLOSE_P99,
     MetricDef {
         name: "server CPU per connection",
         unit: "µs",
@@ -125,18 +130,8 @@ const CHURN_METRICS: &[MetricDef] = &[
 
 const HANDSHAKE_METRICS: &[MetricDef] = &[
     MetricDef { name: "handshakes", unit: "hs/s", better: Better::Higher, get: |m| churn(m).map(|s| s.conns_per_sec) },
-    MetricDef {
-        name: "connect-to-close p50",
-        unit: "µs",
-        better: Better::Lower,
-        get: |m| churn(m).map(|s| s.latency.p50_us),
-    },
-    MetricDef {
-        name: "connect-to-close p99",
-        unit: "µs",
-        better: Better::Lower,
-        get: |m| churn(m).map(|s| s.latency.p99_us),
-    },
+    CONNECT_TO_CLOSE_P50,
+    CONNECT_TO_CLOSE_P99,
     MetricDef {
         name: "server CPU per handshake",
         unit: "µs",
@@ -307,6 +302,12 @@ pub fn table(rows: &[Row], pending: &[Pending]) -> String {
             "TLS rows: pier's echo guest on a TLS listener vs `pier-bench native-tls-echo` (the same server behind \
              tokio-rustls), both with rustls 0.23 and its ring provider and one ECDSA P-256 certificate; \
              the client does a full TLS 1.3 handshake per connection.\n",
+        );
+    }
+    if rows.iter().any(|r| r.scenario.starts_with("inetd")) {
+        out.push_str(
+            "inetd rows: a plain wasi:cli `cat` command served inetd-style (the pier column) vs pier's own echo \
+             handler (the baseline column), both in pier.\n",
         );
     }
     out.push_str(

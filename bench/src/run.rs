@@ -467,38 +467,13 @@ async fn tls_vs_native(plan: &Plan, args: &RunArgs, pier_args: &[String], me: &P
 async fn tls_scenarios(plan: &Plan, transport: &Transport, pier: &Server, native: &Server) -> Vec<ScenarioResult> {
     let mut results = Vec::new();
     let size = plan.tls_echo_size;
-    let size_name = if size >= 1024 { format!("{} KiB", size / 1024) } else { format!("{size} B") };
     let p = EchoParams { conns: plan.tls_echo_conns, size, window: plan.tls_window, io_timeout: plan.io_timeout };
-    let label = format!("tls-echo {size_name} × {} conns", p.conns);
-    let (pier_r, native_r) = median_round(plan, pier, native, |s| {
-        measure(plan, &label, s, plan.timed_limit(), async move {
-            Ok(Measured::Echo(load::echo(s.addr, transport, p, Some(s.pid)).await?))
-        })
-    })
-    .await;
-    results.push(ScenarioResult {
-        short: format!("tls-echo {size_name}"),
-        label,
-        kind: Kind::Echo,
-        pier: pier_r,
-        native: native_r,
-    });
+    let label = format!("tls-echo {} × {} conns", size_name(size), p.conns);
+    results.push(echo_pair(plan, label, format!("tls-echo {}", size_name(size)), transport, p, pier, native).await);
 
     let p = ChurnParams { clients: plan.tls_handshake_clients, window: plan.tls_window, io_timeout: plan.io_timeout };
     let label = format!("tls-handshake × {} clients", p.clients);
-    let (pier_r, native_r) = median_round(plan, pier, native, |s| {
-        measure(plan, &label, s, plan.timed_limit(), async move {
-            Ok(Measured::Churn(load::churn(s.addr, transport, p, Some(s.pid)).await?))
-        })
-    })
-    .await;
-    results.push(ScenarioResult {
-        short: "tls-handshake".into(),
-        label,
-        kind: Kind::Handshake,
-        pier: pier_r,
-        native: native_r,
-    });
+    results.push(churn_pair(plan, label, "tls-handshake".into(), Kind::Handshake, transport, p, pier, native).await);
 
     let conns = plan.tls_idle_conns;
     let p = IdleParams {
@@ -514,6 +489,53 @@ async fn tls_scenarios(plan: &Plan, transport: &Transport, pier: &Server, native
 
 /// The idle scenario against pier, then (once pier has torn its instances
 /// down) against the baseline.
+/// A message size as the rows name it: `64 B`, `4 KiB`.
+fn size_name(size: usize) -> String {
+    if size >= 1024 { format!("{} KiB", size / 1024) } else { format!("{size} B") }
+}
+
+/// The echo scenario against pier and the baseline, in rounds ([`median_round`]).
+async fn echo_pair(
+    plan: &Plan,
+    label: String,
+    short: String,
+    transport: &Transport,
+    p: EchoParams,
+    pier: &Server,
+    native: &Server,
+) -> ScenarioResult {
+    let (pier_r, native_r) = median_round(plan, pier, native, |s| {
+        measure(plan, &label, s, plan.timed_limit(), async move {
+            Ok(Measured::Echo(load::echo(s.addr, transport, p, Some(s.pid)).await?))
+        })
+    })
+    .await;
+    ScenarioResult { short, label, kind: Kind::Echo, pier: pier_r, native: native_r }
+}
+
+/// The churn scenario (connect, one round trip, close: with TLS, a full
+/// handshake each) against pier and the baseline, in rounds; `kind` says
+/// how the report names its rate.
+#[allow(clippy::too_many_arguments, reason = "one scenario's parameters, as idle_pair's")]
+async fn churn_pair(
+    plan: &Plan,
+    label: String,
+    short: String,
+    kind: Kind,
+    transport: &Transport,
+    p: ChurnParams,
+    pier: &Server,
+    native: &Server,
+) -> ScenarioResult {
+    let (pier_r, native_r) = median_round(plan, pier, native, |s| {
+        measure(plan, &label, s, plan.timed_limit(), async move {
+            Ok(Measured::Churn(load::churn(s.addr, transport, p, Some(s.pid)).await?))
+        })
+    })
+    .await;
+    ScenarioResult { short, label, kind, pier: pier_r, native: native_r }
+}
+
 async fn idle_pair(
     plan: &Plan,
     label: &str,
@@ -581,34 +603,11 @@ async fn inetd_vs_handler(
         let mut results = Vec::new();
         let p = EchoParams { conns: plan.echo_conns, size: 4096, window: plan.window, io_timeout: plan.io_timeout };
         let label = format!("inetd: cmd-cat vs echo handler, echo 4 KiB × {} conns", p.conns);
-        let (cat_r, echo_r) = median_round(plan, &cat, &echo, |s| {
-            measure(plan, &label, s, plan.timed_limit(), async move {
-                Ok(Measured::Echo(load::echo(s.addr, &Transport::Plain, p, Some(s.pid)).await?))
-            })
-        })
-        .await;
-        results.push(ScenarioResult {
-            short: "inetd echo".into(),
-            label,
-            kind: Kind::Echo,
-            pier: cat_r,
-            native: echo_r,
-        });
+        results.push(echo_pair(plan, label, "inetd echo".into(), &Transport::Plain, p, &cat, &echo).await);
         let p = ChurnParams { clients: plan.churn_clients, window: plan.window, io_timeout: plan.io_timeout };
         let label = format!("inetd: cmd-cat vs echo handler, churn × {} clients", p.clients);
-        let (cat_r, echo_r) = median_round(plan, &cat, &echo, |s| {
-            measure(plan, &label, s, plan.timed_limit(), async move {
-                Ok(Measured::Churn(load::churn(s.addr, &Transport::Plain, p, Some(s.pid)).await?))
-            })
-        })
-        .await;
-        results.push(ScenarioResult {
-            short: "inetd churn".into(),
-            label,
-            kind: Kind::Churn,
-            pier: cat_r,
-            native: echo_r,
-        });
+        let short = "inetd churn".into();
+        results.push(churn_pair(plan, label, short, Kind::Churn, &Transport::Plain, p, &cat, &echo).await);
         results
     };
     let outcome = interruptible(work).await;
@@ -645,33 +644,15 @@ async fn echo_vs_native(
 async fn scenarios(plan: &Plan, pier: &Server, native: &Server) -> Vec<ScenarioResult> {
     let mut results = Vec::new();
     for size in plan.echo_sizes {
-        let size_name = if size >= 1024 { format!("{} KiB", size / 1024) } else { format!("{size} B") };
         let p = EchoParams { conns: plan.echo_conns, size, window: plan.window, io_timeout: plan.io_timeout };
-        let label = format!("echo {size_name} × {} conns", p.conns);
-        let (pier_r, native_r) = median_round(plan, pier, native, |s| {
-            measure(plan, &label, s, plan.timed_limit(), async move {
-                Ok(Measured::Echo(load::echo(s.addr, &Transport::Plain, p, Some(s.pid)).await?))
-            })
-        })
-        .await;
-        results.push(ScenarioResult {
-            short: format!("echo {size_name}"),
-            label,
-            kind: Kind::Echo,
-            pier: pier_r,
-            native: native_r,
-        });
+        let label = format!("echo {} × {} conns", size_name(size), p.conns);
+        let short = format!("echo {}", size_name(size));
+        results.push(echo_pair(plan, label, short, &Transport::Plain, p, pier, native).await);
     }
 
     let p = ChurnParams { clients: plan.churn_clients, window: plan.window, io_timeout: plan.io_timeout };
     let label = format!("churn × {} clients", p.clients);
-    let (pier_r, native_r) = median_round(plan, pier, native, |s| {
-        measure(plan, &label, s, plan.timed_limit(), async move {
-            Ok(Measured::Churn(load::churn(s.addr, &Transport::Plain, p, Some(s.pid)).await?))
-        })
-    })
-    .await;
-    results.push(ScenarioResult { short: "churn".into(), label, kind: Kind::Churn, pier: pier_r, native: native_r });
+    results.push(churn_pair(plan, label, "churn".into(), Kind::Churn, &Transport::Plain, p, pier, native).await);
 
     let p = IdleParams {
         conns: plan.idle_conns,
