@@ -261,6 +261,23 @@ pub fn exchange(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
     got
 }
 
+/// Writes 1 MiB chunks of `byte` to a peer that does not read until a write
+/// blocks for 2 s, or `most` bytes went; returns the bytes written. For
+/// tests that stall a pipeline on purpose.
+#[allow(dead_code, reason = "used by some test modules only")]
+pub fn write_until_stalled(s: &mut TcpStream, byte: u8, most: usize) -> usize {
+    s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    let chunk = vec![byte; 1 << 20];
+    let mut written = 0;
+    while written < most {
+        match s.write(&chunk) {
+            Ok(n) => written += n,
+            Err(_) => break,
+        }
+    }
+    written
+}
+
 /// A deterministic byte pattern unique to `seed`.
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

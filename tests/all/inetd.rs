@@ -112,15 +112,7 @@ fn a_peer_that_does_not_read_stalls_cat_with_bounded_memory() {
     let pier = serve("cmd-cat", &[]);
     let before = pier.rss_kib();
     let mut s = connect(pier.addr());
-    s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
-    let chunk = vec![7u8; 1 << 20];
-    let mut written = 0usize;
-    while written < 64 << 20 {
-        match s.write(&chunk) {
-            Ok(n) => written += n,
-            Err(_) => break,
-        }
-    }
+    let written = write_until_stalled(&mut s, 7, 64 << 20);
     assert!(written < 64 << 20, "the writes stalled: {written} bytes taken");
     let grown = pier.rss_kib().saturating_sub(before);
     assert!(grown < 16 << 10, "pier grew by {grown} KiB holding a stalled cat");

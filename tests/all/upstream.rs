@@ -6,7 +6,6 @@ use crate::common::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::Command;
-use std::time::Duration;
 
 /// pier serving the proxy guest towards `upstream`, allowing `allow`.
 fn proxy(upstream: SocketAddr, allow: &str) -> (tempfile::TempDir, Pier) {
@@ -125,15 +124,7 @@ fn backpressure_holds_both_ways() {
     let before = pier.rss_kib();
     let mut s = connect(pier.addr());
     let (_held, _) = server.accept().unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
-    let chunk = vec![1u8; 1 << 20];
-    let mut written = 0usize;
-    while written < 64 << 20 {
-        match s.write(&chunk) {
-            Ok(n) => written += n,
-            Err(_) => break,
-        }
-    }
+    let written = write_until_stalled(&mut s, 1, 64 << 20);
     assert!(written < 64 << 20, "the client's writes stalled ({written} bytes taken)");
     let grown = pier.rss_kib().saturating_sub(before);
     assert!(grown < 16 << 10, "pier grew by {grown} KiB in front of a stalled upstream");
@@ -145,14 +136,7 @@ fn backpressure_holds_both_ways() {
     let before = pier.rss_kib();
     let _client = connect(pier.addr());
     let (mut up, _) = server.accept().unwrap();
-    up.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
-    let mut written = 0usize;
-    while written < 64 << 20 {
-        match up.write(&chunk) {
-            Ok(n) => written += n,
-            Err(_) => break,
-        }
-    }
+    let written = write_until_stalled(&mut up, 1, 64 << 20);
     assert!(written < 64 << 20, "the upstream's writes stalled ({written} bytes taken)");
     let grown = pier.rss_kib().saturating_sub(before);
     assert!(grown < 16 << 10, "pier grew by {grown} KiB in front of a client that does not read");
