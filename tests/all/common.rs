@@ -448,3 +448,21 @@ impl Drop for RedisServer {
         let _ = self.child.wait();
     }
 }
+
+/// Reads one HTTP response head (up to the blank line) and its
+/// `Content-Length` body; the head as text and the body.
+#[allow(dead_code, reason = "used by some test modules only")]
+pub fn read_http_response(s: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("a response head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let length = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .unwrap_or(0);
+    (head, read_n(s, length))
+}

@@ -129,18 +129,8 @@ fn serve_http(keys: &str, table: &str) -> (tempfile::TempDir, Pier) {
 
 /// Reads one response head and its `Content-Length` body, as text.
 fn read_response(s: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0u8];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).expect("a response head");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    let length = head
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
-        .unwrap_or(0);
-    head + &String::from_utf8(read_n(s, length)).unwrap()
+    let (head, body) = read_http_response(s);
+    head + &String::from_utf8(body).unwrap()
 }
 
 /// The value of `series` (`name{labels}`) on the metrics endpoint.

@@ -6,8 +6,7 @@
 //! a deadline.
 
 use crate::common::*;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::process::Command;
 
 /// Runs `curl ARGS` (at most 20 s); stdout and stderr.
@@ -21,23 +20,6 @@ fn curl(args: &[&str]) -> (String, String) {
 /// The status lines in `text`, in order.
 fn statuses(text: &str) -> Vec<&str> {
     text.split(['\r', '\n']).filter(|l| l.starts_with("HTTP/1.")).collect()
-}
-
-/// Reads one response head (up to the blank line) and its
-/// `Content-Length` body; the head as text and the body.
-fn read_response(s: &mut TcpStream) -> (String, Vec<u8>) {
-    let mut head = Vec::new();
-    let mut byte = [0u8];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).expect("a response head");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    let length = head
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
-        .unwrap_or(0);
-    (head, read_n(s, length))
 }
 
 #[test]
@@ -171,19 +153,19 @@ fn expect_100_continue_comes_before_the_body_is_sent() {
     let mut s = connect(pier.addr());
     s.write_all(b"PUT /hello HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n").unwrap();
     // Nothing else is sent until the 100 arrives (a read with a deadline).
-    let (head, body) = read_response(&mut s);
+    let (head, body) = read_http_response(&mut s);
     assert_eq!(head, "HTTP/1.1 100 Continue\r\n\r\n");
     assert!(body.is_empty());
     s.write_all(b"hello").unwrap();
-    let (head, body) = read_response(&mut s);
+    let (head, body) = read_http_response(&mut s);
     assert!(head.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"), "{head}");
     assert_eq!(body, b"method not allowed\n");
     // The same connection goes on, with chunked and 100-continue.
     s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
-    assert_eq!(read_response(&mut s).0, "HTTP/1.1 100 Continue\r\n\r\n");
+    assert_eq!(read_http_response(&mut s).0, "HTTP/1.1 100 Continue\r\n\r\n");
     s.write_all(b"3\r\nabc\r\n0\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    assert!(read_response(&mut s).0.starts_with("HTTP/1.1 405 "));
-    let (head, body) = read_response(&mut s);
+    assert!(read_http_response(&mut s).0.starts_with("HTTP/1.1 405 "));
+    let (head, body) = read_http_response(&mut s);
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.contains("\r\nConnection: close\r\n"), "{head}");
     assert_eq!(body, b"Hello, world!\n");
     assert!(read_to_eof(&mut s).is_empty());
