@@ -1,5 +1,6 @@
 # pier: the entry points a newcomer types.
-#   make run    build everything and serve the demo (installs no Debian package)
+#   make run    build everything and serve the demo (installs only the wasm target,
+#               openssl and python3-venv if missing, and componentize-py into target/venv)
 #   make test   install what the tests need, build, run the whole suite
 
 CARGO   ?= cargo
@@ -26,13 +27,22 @@ CERTS := target/demo-certs
 # defaults keep `--help` and readable usage errors.
 WASMTIME_VERSION := 48.0.8
 WASMTIME := target/tools/bin/wasmtime
+# Handlers written in Python (guest/python/NAME/app.py), made components by
+# componentize-py, pinned, installed from PyPI into a virtual environment
+# under target/ by `make setup-python`; built to target/python/NAME.wasm.
+COMPONENTIZE_PY_VERSION := 0.25.1
+VENV        := target/venv
+COMPONENTIZE := $(VENV)/bin/componentize-py
+PY_GUESTS   := echo chat raise
+PY_WASM     := $(addprefix target/python/,$(addsuffix .wasm,$(PY_GUESTS)))
+WIT_FILES   := $(shell find wit -name '*.wit')
 
-.PHONY: all setup setup-run setup-test build run test fuzz bench bench-tools bench-smoke lint fmt clean
+.PHONY: all setup setup-run setup-test setup-python build run test fuzz bench bench-tools bench-smoke bench-100k lint fmt clean
 
 all: build
 
 ## setup: everything below (what `make run` and `make test` need), if missing
-setup: setup-run setup-test
+setup: setup-run setup-test setup-python
 
 ## setup-run: what building and running need: the wasm32-wasip2 target and the
 ## openssl CLI (for the demo certificate), if missing
@@ -50,9 +60,34 @@ setup-test:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
+## setup-python: what building the Python handlers needs: python3 and python3-venv
+## (Debian) if missing, and componentize-py $(COMPONENTIZE_PY_VERSION) in $(VENV) if missing
+setup-python:
+	@missing=""; command -v python3 >/dev/null || missing="python3"; \
+	python3 -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+	@if ! $(COMPONENTIZE) --version 2>/dev/null | grep -qx 'componentize-py $(COMPONENTIZE_PY_VERSION)'; then \
+		echo "installing componentize-py $(COMPONENTIZE_PY_VERSION) into $(VENV)"; \
+		python3 -m venv $(VENV) && $(VENV)/bin/pip install -q --disable-pip-version-check componentize-py==$(COMPONENTIZE_PY_VERSION); \
+	fi
+
+# A Python handler: its sources (copied to target/python/src/NAME, so that
+# componentize-py's __pycache__ stays out of guest/) and the WIT contract.
+.SECONDEXPANSION:
+target/python/%.wasm: $$(wildcard guest/python/$$*/*.py) $(WIT_FILES) | setup-python
+	@rm -rf target/python/src/$* && mkdir -p target/python/src/$*
+	@cp guest/python/$*/*.py target/python/src/$*/
+	$(COMPONENTIZE) -q -d wit -w connection-handler componentize -p target/python/src/$* app -o $@.tmp
+	@mv $@.tmp $@
+
 ## build: the host and pier-bench in release (features resolved over NATIVE, so
-## `make test` reuses them) and every guest component
-build: setup-run $(CERTS)/server.pem
+## `make test` reuses them), every Rust guest component and the Python ones
+## (target/python/NAME.wasm, rebuilt when their sources or wit/ change)
+build: setup-run $(CERTS)/server.pem $(PY_WASM)
 	$(CARGO) build --release $(addprefix -p ,$(NATIVE)) --bins
 	$(CARGO) build --release --target wasm32-wasip2 $(addprefix -p ,$(GUESTS))
 
@@ -112,10 +147,18 @@ bench-tools: setup-run setup-test
 	fi
 	$(CARGO) build --release --target wasm32-wasip2 -p hello-http -p hello-http-p3
 
+## bench-100k: 100,000 idle echo connections over 6 pier processes on one port (issue 14;
+## about 30 s); prints the table and writes bench/results/100k.md. Needs ~7.1 GiB free and
+## vm.max_map_count >= 152808 (raised as root, else it says what to run)
+bench-100k: build
+	$(BENCH) hundred-k --connections 100000 --out bench/results/100k.md
+
 ## bench-smoke: every scenario for about a second (part of `make test`); writes to
-## target/bench-smoke so committed results stay as they are; fails without numbers
+## target/bench-smoke so committed results stay as they are; fails without numbers;
+## then bench-100k in small (2,000 connections, 2 pier processes, ~3 s)
 bench-smoke: setup-test build
-	@rm -f target/bench-smoke/latest.*
+	@rm -f target/bench-smoke/latest.* target/bench-smoke/hundred-k.md
+	$(BENCH) hundred-k --connections 2000 --servers 2 --clients 2 --out target/bench-smoke/hundred-k.md
 	$(BENCH) run --quick --out target/bench-smoke
 	@grep -q '"ratio": [0-9]' target/bench-smoke/latest.json || \
 		{ echo "bench-smoke: no numbers in target/bench-smoke/latest.json" >&2; exit 1; }

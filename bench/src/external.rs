@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A child process killed when dropped, whatever happened.
-struct Guard(Child);
+pub(crate) struct Guard(Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -48,7 +48,7 @@ fn free_port() -> Result<u16> {
 
 /// Starts `pier serve` for one guest, with `extra` flags, and returns it
 /// with its address.
-fn start_pier(pier: &Path, plugin: &Path, extra: &[&str]) -> Result<(Guard, SocketAddr)> {
+pub(crate) fn start_pier(pier: &Path, plugin: &Path, extra: &[&str]) -> Result<(Guard, SocketAddr)> {
     let plugin = plugin.display().to_string();
     let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--nodelay", "--max-connections", "1024", "--plugin"];
     args.push(&plugin);
@@ -114,7 +114,7 @@ fn redis_rps(text: &str, test: &str) -> Option<f64> {
     line[prefix.len()..].split_whitespace().next()?.parse().ok()
 }
 
-fn redis_benchmark(port: u16, pipeline: u32, requests: u32) -> Result<(f64, f64)> {
+pub(crate) fn redis_benchmark(port: u16, pipeline: u32, requests: u32) -> Result<(f64, f64)> {
     let text = output(
         Command::new("redis-benchmark").args([
             "-p",
@@ -150,7 +150,7 @@ fn skip_reason(plugin: &Path, tools: &[&str]) -> Option<String> {
 
 /// One protocol row: skipped with the reason when the guest or a tool is
 /// missing, else what `measure` found (or its error).
-fn protocol_row(
+pub(crate) fn protocol_row(
     scenario: &'static str,
     plugin: &Path,
     tools: &[&str],
@@ -184,7 +184,7 @@ pub fn resp_vs_redis(pier: &Path, wasm_dir: &Path, quick: bool) -> [Pending; 2] 
 
 /// A `redis-server` on a free loopback port, without persistence, once it
 /// accepts connections; and its port.
-fn start_redis() -> Result<(Guard, u16)> {
+pub(crate) fn start_redis() -> Result<(Guard, u16)> {
     let port = free_port()?;
     let redis = Guard(
         Command::new("redis-server")

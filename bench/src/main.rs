@@ -7,9 +7,12 @@
 //! - `load`: one load scenario against a running server ([`load`]), handy
 //!   with `perf record -p <server pid>`;
 //! - `run`: the orchestrator ([`run`]) that starts pier and the baseline as
-//!   child processes, loads each in turn, and writes the report.
+//!   child processes, loads each in turn, and writes the report;
+//! - `hundred-k`: 100,000 idle connections over several pier processes on
+//!   one port, from its own load-generator processes ([`hundred_k`]).
 
 mod external;
+mod hundred_k;
 mod load;
 mod native;
 mod native_http;
@@ -17,6 +20,7 @@ mod plot;
 mod proc;
 mod report;
 mod run;
+mod shared;
 mod tls;
 
 use clap::{Args, Parser, Subcommand};
@@ -63,6 +67,12 @@ enum Cmd {
     /// One scenario against an already running server; prints JSON.
     #[command(subcommand)]
     Load(LoadCmd),
+    /// Issue 14: 100,000 idle echo connections over several pier processes
+    /// on one port; prints RSS per connection and writes --out.
+    HundredK(hundred_k::HundredKArgs),
+    /// A load generator of `hundred-k` (started by it).
+    #[command(hide = true)]
+    HundredKClient(hundred_k::ClientArgs),
 }
 
 #[derive(Args)]
@@ -142,6 +152,8 @@ async fn main() -> ExitCode {
         Cmd::NativeTlsEcho { listen, tls_cert, tls_key } => native::serve_tls(&listen, &tls_cert, &tls_key).await,
         Cmd::NativeHttp { listen } => native_http::serve(&listen).await,
         Cmd::Load(cmd) => load_once(cmd).await,
+        Cmd::HundredK(args) => hundred_k::run(args).await,
+        Cmd::HundredKClient(args) => hundred_k::client(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -41,6 +41,9 @@ pub struct RunArgs {
     /// The echo guest component (`make build`).
     #[arg(long, default_value = "target/wasm32-wasip2/release/echo.wasm")]
     pub plugin: PathBuf,
+    /// The Python echo guest component of the python rows (`make build`).
+    #[arg(long, default_value = "target/python/echo.wasm")]
+    pub python_plugin: PathBuf,
     /// Idle connections to hold [default: 10000, with --quick 1000].
     #[arg(long)]
     pub idle_conns: Option<usize>,
@@ -72,12 +75,16 @@ pub enum Part {
     Instantiate,
     /// The RESP guest vs redis-server.
     Resp,
+    /// State in Redis (`--redis`): the RESP guest and chat fan-out across two processes.
+    Shared,
     /// The proxy guest in front of redis-server vs direct (and HAProxy).
     Proxy,
     /// inetd mode: a plain `cat` command vs pier's echo handler.
     Inetd,
     /// The HTTP guest vs native hyper and vs `wasmtime serve` (WASI 0.2 and 0.3).
     Http,
+    /// The Python echo (componentize-py) vs the Rust echo: churn, idle, instantiate.
+    Python,
 }
 
 /// What to run, derived from the flags.
@@ -326,14 +333,36 @@ pub async fn run(args: RunArgs) -> Result<bool> {
         }
     }
 
+    if wants(Part::Python) {
+        if args.python_plugin.is_file() {
+            match python_vs_rust(&plan, &args, &pier_args).await {
+                Ok(rows) => results.extend(rows),
+                Err(e) => pending.push(Pending { scenario: PYTHON_ROWS, status: format!("error: {e:#}") }),
+            }
+        } else {
+            let status = format!("skipped: {} is not built (`make build`)", args.python_plugin.display());
+            pending.push(Pending { scenario: PYTHON_ROWS, status });
+        }
+    }
+
     let rows = report::rows(&results);
     let iterations = if args.quick { 1_000 } else { 20_000 };
     let wasm_dir = args.plugin.parent().unwrap_or(Path::new("."));
     if wants(Part::Instantiate) {
         pending.push(instantiate_microbench(&args.plugin, iterations));
     }
+    if wants(Part::Python) && args.python_plugin.is_file() {
+        // A CPython instance costs about a hundred times a Rust one.
+        let mut row = instantiate_microbench(&args.python_plugin, iterations / 10);
+        row.scenario = "python: instantiate + new-csa of echo.py (µs, ↓)";
+        row.status = row.status.replace(" (goal < 15 µs)", " (goal < 200 µs)");
+        pending.push(row);
+    }
     if wants(Part::Resp) {
         pending.extend(external::resp_vs_redis(&args.pier, wasm_dir, args.quick));
+    }
+    if wants(Part::Shared) {
+        pending.extend(crate::shared::rows(&args.pier, wasm_dir, args.quick));
     }
     if wants(Part::Proxy) {
         pending.push(external::proxy_vs_direct(&args.pier, wasm_dir, args.quick));
@@ -576,6 +605,60 @@ async fn stop_both(pier: Server, native: Server) {
             eprintln!("warning: {e:#}");
         }
     }
+}
+
+/// The table's line for the python rows when they did not run.
+const PYTHON_ROWS: &str = "python rows (echo.py, componentize-py, vs the Rust echo handler)";
+
+/// A Python handler's cost: pier serving the Python echo (as "pier")
+/// against pier serving the Rust echo (as the baseline): churn (connections
+/// per second, server CPU per connection) and idle (RSS per connection).
+async fn python_vs_rust(plan: &Plan, args: &RunArgs, rust_args: &[String]) -> Result<Vec<ScenarioResult>> {
+    let rust_plugin = args.plugin.display().to_string();
+    let conns = if args.quick { 100 } else { 1_000 };
+    let py_args: Vec<String> = rust_args
+        .iter()
+        .map(|a| if *a == rust_plugin { args.python_plugin.display().to_string() } else { a.clone() })
+        .collect();
+    let py_args = with_max_connections(&py_args, conns + 64);
+    let rust_args = with_max_connections(rust_args, conns + 64);
+    let py = Server::start("pier", &args.pier, &py_args).await?;
+    let rust = match Server::start("native", &args.pier, &rust_args).await {
+        Ok(server) => server,
+        Err(e) => {
+            let _ = py.stop().await;
+            return Err(e);
+        }
+    };
+    let work = async {
+        let mut results = Vec::new();
+        let p = ChurnParams { clients: plan.churn_clients, window: plan.window, io_timeout: plan.io_timeout };
+        let label = format!("python: echo.py vs Rust echo, churn × {} clients", p.clients);
+        let short = "python churn".into();
+        results.push(churn_pair(plan, label, short, Kind::Churn, &Transport::Plain, p, &py, &rust).await);
+        let p = IdleParams {
+            conns,
+            concurrency: plan.idle_concurrency,
+            settle: plan.idle_settle,
+            io_timeout: plan.io_timeout,
+        };
+        let label = format!("python: echo.py vs Rust echo, idle × {conns} conns");
+        results.push(idle_pair(plan, &label, "python idle", &Transport::Plain, p, &py, &rust).await);
+        results
+    };
+    let outcome = interruptible(work).await;
+    stop_both(py, rust).await;
+    outcome
+}
+
+/// `args` with `--max-connections N`.
+fn with_max_connections(args: &[String], n: usize) -> Vec<String> {
+    let mut args = args.to_vec();
+    match args.iter().position(|a| a == "--max-connections") {
+        Some(i) => args[i + 1] = n.to_string(),
+        None => args.extend(["--max-connections".to_string(), n.to_string()]),
+    }
+    args
 }
 
 /// Starts pier (echo guest) and the native echo server, runs echo, churn

@@ -8,6 +8,8 @@ wasmtime::component::bindgen!({
     path: "wit",
     world: "connection-handler",
     exports: { default: async },
+    // A key-value call may wait on Redis (under the call's deadline).
+    imports: { "wasi:keyvalue/store": async, "wasi:keyvalue/atomics": async },
 });
 
 pub use self::pier::server::types::{SendError, TlsInfo};

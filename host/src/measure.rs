@@ -3,7 +3,6 @@
 
 use crate::config::{ListenAddr, ListenerConfig, ServerConfig};
 use crate::csa;
-use crate::sandbox::engine::{self, PoolSize};
 use crate::tenant::Tenant;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -17,8 +16,7 @@ pub fn instantiate_cost(plugin: &Path, iterations: usize) -> anyhow::Result<Vec<
     listener.max_connections = 64;
     let config = ServerConfig::new(vec![listener]);
     config.validate()?;
-    let engine = engine::build(PoolSize::for_config(&config))?;
-    let tenant = Tenant::load_all(&engine, &config)?.remove(0);
+    let tenant = Tenant::load_all(&config)?.remove(0);
     // A runtime of its own, on a thread of its own, so that callers inside
     // an async runtime (a benchmark harness) can use it too.
     std::thread::scope(|scope| scope.spawn(|| measure(&tenant, plugin, iterations)).join())

@@ -157,6 +157,16 @@ impl Collector for Listeners {
         )?;
         let labels = [("version", env!("CARGO_PKG_VERSION")), ("wasmtime", WASMTIME_VERSION)];
         ConstGauge::new(1i64).encode(info.encode_family(&labels)?)?;
+        let slots = self.0.slots();
+        if let Some(redis) = slots.iter().find_map(|s| s.current().redis.clone()) {
+            let up = encoder.encode_descriptor(
+                "pier_redis_up",
+                "1 while the Redis holding shared state answers, 0 during an outage.",
+                None,
+                ConstGauge::new(0i64).metric_type(),
+            )?;
+            ConstGauge::new(i64::from(redis.is_up())).encode(up)?;
+        }
         let mut reloads = encoder.encode_descriptor(
             "pier_reloads",
             "Reloads (SIGHUP), by result; a failed one changed nothing.",

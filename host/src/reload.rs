@@ -17,7 +17,6 @@
 use crate::config::ServerConfig;
 use crate::listener::{self, Slot};
 use crate::outbox::doorbell::{ABORT, SHUTDOWN};
-use crate::sandbox::engine::{self, PoolSize};
 use crate::tenant::Tenant;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,6 +43,11 @@ pub(crate) struct Plan {
 /// listeners, without touching them.
 pub(crate) async fn prepare(config: &ServerConfig, running: &[Arc<Slot>]) -> anyhow::Result<Plan> {
     config.validate()?;
+    if let Some(url) = running.iter().find_map(|s| s.current().redis.as_ref().map(|r| r.url().to_string()))
+        && config.redis.as_deref() != Some(url.as_str())
+    {
+        anyhow::bail!("`redis` cannot change in a reload (it is {url}): restart pier, or upgrade it in place");
+    }
     let mut plan =
         Plan { kept: Vec::new(), swapped: Vec::new(), bound: Vec::new(), retired: Vec::new(), moved: Vec::new() };
     let mut load = Vec::new();
@@ -64,9 +68,13 @@ pub(crate) async fn prepare(config: &ServerConfig, running: &[Arc<Slot>]) -> any
     // The changed handlers get an engine (and pool) of their own; the old
     // engine lives on with the connections that still use it.
     let changed = ServerConfig { listeners: load, ..config.clone() };
-    let engine = engine::build(PoolSize::for_config(&changed))?;
+    // Plugin files that did not change load from the compile cache.
     let kept: Vec<Arc<Tenant>> = running.iter().map(|s| s.current()).collect();
-    for tenant in Tenant::load_keeping(&engine, &changed.listeners, &kept)? {
+    let loaded = Tenant::load_keeping(&changed, &kept)?;
+    if let Some(redis) = loaded.iter().find_map(|t| t.redis.clone()) {
+        redis.ping().await?;
+    }
+    for tenant in loaded {
         tenant.probe().await?;
         let old = running.iter().find(|s| *s.current().name == *tenant.name);
         match old {

@@ -5,9 +5,7 @@ use crate::config::ServerConfig;
 use crate::events::{Events, ServerEvent};
 use crate::listener::{self, Inherited, Roster, Slot};
 use crate::metrics;
-use crate::os_limits;
 use crate::reload;
-use crate::sandbox::engine::{self, PoolSize};
 use crate::shutdown::Stop;
 use crate::tenant::Tenant;
 use std::net::SocketAddr;
@@ -277,14 +275,15 @@ impl Drop for AbortOnDrop {
 }
 
 /// Everything `serve` does before binding, and all that `check` does:
-/// validates, builds the serving engine and pool, compiles and links every
-/// plugin, and instantiates each once within its listener's limits.
+/// validates, compiles (or finds in the compile cache) every plugin, builds
+/// the serving engine with a pool sized from them, links them, and
+/// instantiates each once within its listener's limits.
 pub(crate) async fn load(config: &ServerConfig) -> anyhow::Result<Vec<Arc<Tenant>>> {
     config.validate()?;
-    let pool = PoolSize::for_config(config);
-    os_limits::warn_if_too_low(pool.instances);
-    let engine = engine::build(pool)?;
-    let tenants = Tenant::load_all(&engine, config)?;
+    let tenants = Tenant::load_all(config)?;
+    if let Some(redis) = tenants.iter().find_map(|t| t.redis.clone()) {
+        redis.ping().await?;
+    }
     for tenant in &tenants {
         tenant.probe().await?;
     }

@@ -3,12 +3,13 @@
 //! connection's store is made from it.
 
 use crate::config::units::format_size;
-use crate::config::{ListenerConfig, ServerConfig};
+use crate::config::{ListenerConfig, ServerConfig, SharedState};
 use crate::outbox::Link;
-use crate::sandbox::HostState;
 use crate::sandbox::plugin::{self, Pre};
 use crate::sandbox::state::{CommandIo, Peer, Services};
+use crate::sandbox::{self, HostState};
 use crate::services::backplane::{self, Backplane, Subscriber};
+use crate::services::redis::Redis;
 use crate::services::{config, keyvalue, limits, timers, upstream};
 use crate::stats::ListenerStats;
 use crate::tls::{self, Tls};
@@ -39,6 +40,8 @@ pub(crate) struct Tenant {
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     /// Where its connections may connect out to, and how much.
     upstream: upstream::Policy,
+    /// The Redis its backplane and store live in, if they are shared.
+    pub(crate) redis: Option<Arc<Redis>>,
 }
 
 impl std::fmt::Debug for Tenant {
@@ -48,31 +51,39 @@ impl std::fmt::Debug for Tenant {
 }
 
 impl Tenant {
-    /// Compiles and links every listener's plugin, and gives each its
-    /// backplane (shared by name) and key-value store.
-    pub(crate) fn load_all(engine: &wasmtime::Engine, config: &ServerConfig) -> anyhow::Result<Vec<Arc<Tenant>>> {
-        Self::load_keeping(engine, &config.listeners, &[])
+    /// Compiles (or finds in the compile cache) and links every listener's
+    /// plugin, in an engine whose pool is sized for them all, and gives each
+    /// its backplane (shared by name) and key-value store.
+    pub(crate) fn load_all(config: &ServerConfig) -> anyhow::Result<Vec<Arc<Tenant>>> {
+        Self::load_keeping(config, &[])
     }
 
-    /// Loads `listeners` as [`load_all`](Self::load_all) does, except that
-    /// one named like a tenant of `kept` keeps that tenant's key-value store
-    /// and counters, and a backplane name one of them uses keeps its
-    /// backplane: a reload changes handlers and settings, not data.
-    pub(crate) fn load_keeping(
-        engine: &wasmtime::Engine,
-        listeners: &[ListenerConfig],
-        kept: &[Arc<Tenant>],
-    ) -> anyhow::Result<Vec<Arc<Tenant>>> {
-        let linker = plugin::linker(engine)?;
+    /// Loads `config`'s listeners as [`load_all`](Self::load_all) does,
+    /// except that one named like a tenant of `kept` keeps that tenant's
+    /// key-value store and counters, a backplane name one of them uses keeps
+    /// its backplane, and their link to Redis is kept: a reload changes
+    /// handlers and settings, not data.
+    /// The listeners loaded get an engine (and pool) of their own.
+    pub(crate) fn load_keeping(config: &ServerConfig, kept: &[Arc<Tenant>]) -> anyhow::Result<Vec<Arc<Tenant>>> {
+        let loaded = sandbox::load(&config.listeners, config.cache_dir.as_deref())?;
+        crate::os_limits::warn_if_too_low(loaded.pool.instances);
+        let linker = plugin::linker(&loaded.engine)?;
         let mut backplanes: HashMap<String, Arc<Backplane>> =
             kept.iter().map(|t| (backplane_name(&t.config), t.backplane.clone())).collect();
+        let redis = match &config.redis {
+            Some(url) => Some(match kept.iter().find_map(|t| t.redis.clone().filter(|r| r.url() == url)) {
+                Some(link) => link,
+                None => Redis::new(url, config.redis_timeout)?,
+            }),
+            None => None,
+        };
         let mut tenants = Vec::new();
-        for l in listeners {
+        for (l, component) in config.listeners.iter().zip(&loaded.components) {
+            let redis = redis.clone().filter(|_| l.shared_state == SharedState::Shared);
             let limits = || format!("listener `{}` (memory-limit {})", l.name, format_size(l.memory_limit));
-            let component = plugin::compile(engine, &l.plugin).with_context(limits)?;
             let tls = tls::certs::load(l)?;
             let fingerprint = fingerprint(l)?;
-            let pre = plugin::prepare(&linker, &component, &l.plugin).with_context(limits)?;
+            let pre = plugin::prepare(&linker, component, &l.plugin).with_context(limits)?;
             if matches!(pre, Pre::Command(_)) && l.has_tls() {
                 anyhow::bail!(
                     "listener `{}`: plugin `{}` is a wasi:cli command, served inetd-style, which pier does not \
@@ -81,8 +92,13 @@ impl Tenant {
                     l.plugin.display()
                 );
             }
-            let backplane = backplanes.entry(backplane_name(l)).or_default();
-            let old = kept.iter().find(|t| *t.name == l.name);
+            let name = backplane_name(l);
+            let backplane = backplanes.entry(name.clone()).or_insert_with(|| match &redis {
+                Some(redis) => Arc::new(Backplane::shared(redis.clone(), &name)),
+                None => Arc::default(),
+            });
+            let old = kept.iter().find(|t| *t.name == l.name && t.redis.is_some() == redis.is_some());
+            let budget = || keyvalue::Budget::new(l.kv_max_bytes, l.kv_max_keys);
             tenants.push(Arc::new(Tenant {
                 name: Arc::from(l.name.as_str()),
                 config: l.clone(),
@@ -91,7 +107,10 @@ impl Tenant {
                 backplane: backplane.clone(),
                 mail_budget: Arc::new(backplane::Budget::new(l.backplane_max_bytes)),
                 store: old.map_or_else(
-                    || Arc::new(keyvalue::Store::new(keyvalue::Budget::new(l.kv_max_bytes, l.kv_max_keys))),
+                    || match &redis {
+                        Some(redis) => Arc::new(keyvalue::Store::shared(budget(), redis.clone(), &l.name)),
+                        None => Arc::new(keyvalue::Store::new(budget())),
+                    },
                     |t| t.store.clone(),
                 ),
                 stats: old.map_or_else(Arc::default, |t| t.stats.clone()),
@@ -105,6 +124,7 @@ impl Tenant {
                     high_water: l.outbox_high_water,
                     low_water: l.outbox_low_water,
                 },
+                redis,
             }));
         }
         Ok(tenants)

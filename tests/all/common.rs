@@ -26,6 +26,12 @@ pub fn guest(name: &str) -> PathBuf {
     path
 }
 
+/// Where the pier processes of the tests keep their compile cache (their
+/// `$XDG_CACHE_HOME`): under target/, not the user's own.
+pub fn test_cache_home() -> PathBuf {
+    target_dir().join("test-cache")
+}
+
 pub fn pier_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_pier"))
 }
@@ -51,6 +57,7 @@ impl Pier {
         cmd.arg("serve")
             .args(args)
             .env("RUST_LOG", "pier=debug,warn")
+            .env("XDG_CACHE_HOME", test_cache_home())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -207,6 +214,7 @@ impl Drop for Pier {
 pub fn run_pier(args: &[&str]) -> Output {
     let mut child = Command::new(pier_bin())
         .args(args)
+        .env("XDG_CACHE_HOME", test_cache_home())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -407,19 +415,48 @@ impl RedisServer {
         // redis-server binds makes redis-server exit, and we try again.
         for _ in 0..5 {
             let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server (`make setup-test` installs it)");
-            let mut server = RedisServer { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) };
+            let mut server = RedisServer { child: Self::spawn(port), addr: SocketAddr::from(([127, 0, 0, 1], port)) };
             if server.ready() {
                 return server;
             }
         }
         panic!("redis-server did not start");
+    }
+
+    fn spawn(port: u16) -> Child {
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (`make setup-test` installs it)")
+    }
+
+    /// `redis://` and its address.
+    #[allow(dead_code, reason = "used by some test modules only")]
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    /// Stops it (SIGKILL: an outage, not a goodbye).
+    #[allow(dead_code, reason = "used by some test modules only")]
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port, empty.
+    #[allow(dead_code, reason = "used by some test modules only")]
+    pub fn restart(&mut self) {
+        self.stop();
+        for _ in 0..5 {
+            self.child = Self::spawn(self.addr.port());
+            if self.ready() {
+                return;
+            }
+        }
+        panic!("redis-server did not start again on {}", self.addr);
     }
 
     /// Retries PING until it answers, the process exits, or the deadline.

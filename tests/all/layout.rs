@@ -1,5 +1,7 @@
 //! The host's shape, kept by test: its top-level modules use one another
-//! without cycles, and `unsafe` appears only in start-up code.
+//! without cycles, and `unsafe` appears only in start-up code (and in
+//! loading compiled code from the compile cache, which wasmtime's API makes
+//! unsafe).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -80,7 +82,7 @@ fn unsafe_is_only_in_start_up_code() {
         let name = file.strip_prefix(host_src()).unwrap().to_str().unwrap().to_string();
         let text = std::fs::read_to_string(&file).unwrap();
         let count = text.matches("unsafe {").count() + text.matches("unsafe fn").count();
-        if !["main.rs", "os_limits.rs", "handoff.rs"].contains(&name.as_str()) {
+        if !["main.rs", "os_limits.rs", "handoff.rs", "sandbox/cache.rs"].contains(&name.as_str()) {
             assert_eq!(count, 0, "{name} has unsafe code");
         }
         let lines: Vec<&str> = text.lines().collect();

@@ -114,6 +114,21 @@ pub struct ListenerConfig {
     pub tls_handshake_timeout: Duration,
     /// Accept plaintext first; a handler turns TLS on with `start-tls`.
     pub starttls: bool,
+    /// Where its backplane and key-value store live: shared (in Redis when
+    /// the server has `redis`, else in this process) or this process's own.
+    pub shared_state: SharedState,
+}
+
+/// A listener's `shared-state`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SharedState {
+    /// In Redis when the server has `redis` (every process sees it), else in
+    /// this process.
+    #[default]
+    Shared,
+    /// In this process only, even with `redis`.
+    Local,
 }
 
 impl ListenerConfig {
@@ -156,6 +171,7 @@ impl ListenerConfig {
             tls_client_ca: None,
             tls_handshake_timeout: Duration::from_secs(10),
             starttls: false,
+            shared_state: SharedState::Shared,
         }
     }
 
@@ -229,6 +245,15 @@ pub struct ServerConfig {
     pub workers: Option<usize>,
     /// Where to serve `/metrics` and `/healthz` (None: nowhere).
     pub metrics: Option<std::net::SocketAddr>,
+    /// The Redis that holds the listeners' backplanes and key-value stores
+    /// (`redis://HOST:PORT[/DB]`); None: each process holds its own.
+    pub redis: Option<String>,
+    /// Most time one Redis request may take before the handler's call gets
+    /// an error (never more than what is left of the call's `cpu-limit`).
+    pub redis_timeout: Duration,
+    /// Where compiled plugins are kept between starts and reloads (the
+    /// compile cache); None: every start compiles.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// Most worker threads `workers` may ask for.
@@ -236,7 +261,15 @@ pub const MAX_WORKERS: usize = 1024;
 
 impl ServerConfig {
     pub fn new(listeners: Vec<ListenerConfig>) -> Self {
-        Self { listeners, grace: Duration::from_secs(5), workers: None, metrics: None }
+        Self {
+            listeners,
+            grace: Duration::from_secs(5),
+            workers: None,
+            metrics: None,
+            redis: None,
+            redis_timeout: Duration::from_millis(500),
+            cache_dir: default_cache_dir(),
+        }
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -248,11 +281,30 @@ impl ServerConfig {
         {
             bail!("workers = {n}: give a number of threads from 1 to {MAX_WORKERS} (or leave it out: one per core)");
         }
+        if let Some(url) = &self.redis {
+            redis::IntoConnectionInfo::into_connection_info(url.as_str()).map_err(|e| {
+                anyhow::anyhow!("redis = `{url}`: {e}; give a URL like redis://127.0.0.1:6379 or redis://HOST:PORT/DB")
+            })?;
+        }
+        if self.redis_timeout.is_zero() {
+            bail!("redis-timeout must be greater than zero");
+        }
         let mut names = std::collections::HashSet::new();
         for (i, l) in self.listeners.iter().enumerate() {
             l.validate()?;
             if !names.insert(&l.name) {
                 bail!("listener name `{}` is used twice: give each listener its own name", l.name);
+            }
+            let backplane = |o: &ListenerConfig| o.backplane.as_ref().unwrap_or(&o.name).clone();
+            if let Some(other) =
+                self.listeners[..i].iter().find(|o| backplane(o) == backplane(l) && o.shared_state != l.shared_state)
+            {
+                bail!(
+                    "listeners `{}` and `{}` share backplane `{}` but not shared-state: give both the same",
+                    other.name,
+                    l.name,
+                    backplane(l)
+                );
             }
             if let Some(other) = self.listeners[..i].iter().find(|o| same_port(&o.listen, &l.listen)) {
                 bail!(
@@ -265,6 +317,14 @@ impl ServerConfig {
         }
         Ok(())
     }
+}
+
+/// The compile cache's directory by default: `$XDG_CACHE_HOME/pier`, else
+/// `~/.cache/pier`; none without a home.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let xdg = std::env::var_os("XDG_CACHE_HOME").filter(|d| std::path::Path::new(d).is_absolute());
+    let base = xdg.map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("pier"))
 }
 
 /// Two fixed addresses that cannot both be bound (same port, overlapping host).

@@ -135,6 +135,10 @@ pub struct ListenerSettings {
     /// Accept plaintext; the handler turns TLS on with `start-tls` (STARTTLS).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub starttls: Option<bool>,
+    /// Where the backplane and key-value store live: `shared` (in Redis
+    /// with --redis, else in this process) or `local` (this process only).
+    #[arg(long, value_name = "shared|local")]
+    pub shared_state: Option<super::SharedState>,
 }
 
 /// The server's settings: pier.toml's top level, and the server flags of
@@ -153,6 +157,23 @@ pub struct Settings {
     /// address.
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Keep every listener's backplane and key-value store in this Redis,
+    /// shared by all pier processes that name it.
+    #[arg(long, value_name = "redis://HOST:PORT[/DB]")]
+    pub redis: Option<String>,
+    /// Most time one Redis request may take; the handler's call then gets
+    /// an error.
+    #[arg(long, value_name = "TIME")]
+    pub redis_timeout: Option<Time>,
+    /// Keep compiled plugins here, so a restart or reload of an unchanged
+    /// one does not compile it again ("": no cache) [default:
+    /// $XDG_CACHE_HOME/pier, or ~/.cache/pier].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile every plugin at start-up; read and write no compile cache.
+    #[arg(long, conflicts_with = "cache_dir")]
+    #[serde(skip)]
+    pub no_cache: bool,
     /// The `[[listener]]` tables.
     #[arg(skip)]
     #[serde(default)]
@@ -166,11 +187,20 @@ impl Settings {
         let listeners = self.listener.iter().map(|l| l.resolve(base)).collect::<anyhow::Result<_>>()?;
         let mut config = ServerConfig::new(listeners);
         self.apply(&mut config);
+        if let Some(dir) = config.cache_dir.as_mut().filter(|_| self.cache_dir.is_some()) {
+            *dir = base.join(&*dir);
+        }
         Ok(config)
     }
 
     /// Sets what these settings give on the server, leaving the rest.
     pub fn apply(&self, config: &mut ServerConfig) {
+        if let Some(dir) = &self.cache_dir {
+            config.cache_dir = (!dir.as_os_str().is_empty()).then(|| dir.clone());
+        }
+        if self.no_cache {
+            config.cache_dir = None;
+        }
         if let Some(grace) = self.grace {
             config.grace = grace.0;
         }
@@ -179,6 +209,12 @@ impl Settings {
         }
         if self.metrics.is_some() {
             config.metrics = self.metrics;
+        }
+        if self.redis.is_some() {
+            config.redis = self.redis.clone();
+        }
+        if let Some(t) = self.redis_timeout {
+            config.redis_timeout = t.0;
         }
     }
 }
@@ -246,6 +282,7 @@ impl ListenerSettings {
         set(&mut c.tls_alpn, self.tls_alpn.clone());
         set(&mut c.tls_handshake_timeout, self.tls_handshake_timeout.map(|t| t.0));
         set(&mut c.starttls, self.starttls);
+        set(&mut c.shared_state, self.shared_state);
     }
 }
 

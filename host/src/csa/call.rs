@@ -75,6 +75,8 @@ pub(super) async fn call(
     // (a timer registration and a wake-up for every message).
     store.set_epoch_deadline(1);
     let started = Instant::now();
+    let deadline = started + clock.limit;
+    store.data_mut().services.keyvalue.set_deadline(deadline);
     let fut = async {
         match what {
             Inbox::NewCsa(info) => inbox.call_new_csa(&mut *store, &info).await,
@@ -91,7 +93,6 @@ pub(super) async fn call(
     // Armed only when the call does not end in its first poll (it yielded
     // at an epoch tick, or waits on the host): most calls never need one.
     let mut timer: Option<Pin<Box<Sleep>>> = None;
-    let deadline = started + clock.limit;
     let outcome = std::future::poll_fn(|cx| {
         let polled = Instant::now();
         let result = fut.as_mut().poll(cx);

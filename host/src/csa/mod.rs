@@ -518,7 +518,6 @@ fn would_block_ok(e: std::io::Error) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use crate::config::{ListenAddr, ListenerConfig, ServerConfig};
-    use crate::sandbox::engine::{self, PoolSize};
     use std::io::Read;
 
     /// `send` with nothing queued writes to the connection's own socket
@@ -534,8 +533,7 @@ mod tests {
         let mut listener = ListenerConfig::new("fast", addr, echo);
         listener.max_connections = 1;
         let config = ServerConfig::new(vec![listener]);
-        let engine = engine::build(PoolSize::for_config(&config)).unwrap();
-        let tenant = Tenant::load_all(&engine, &config).unwrap().remove(0);
+        let tenant = Tenant::load_all(&config).unwrap().remove(0);
 
         let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut client = std::net::TcpStream::connect(socket.local_addr().unwrap()).unwrap();

@@ -1,10 +1,13 @@
 //! What one instance may grow to inside its sandbox: linear memory up to the
-//! listener's `memory-limit`, tables up to a fixed number of entries.
+//! listener's `memory-limit`, tables up to a fixed number of entries (or
+//! their declared initial size, if that is more).
 
 use wasmtime::ResourceLimiter;
 
-/// Most table entries (function references) one instance may have.
-const MAX_TABLE_ELEMENTS: usize = 20_000;
+/// Most table entries (function references) a table may grow to. A table
+/// declared larger (CPython's) is made at its declared size, and the pool's
+/// slots are sized for the largest such table, but it cannot grow.
+pub(crate) const MAX_TABLE_ELEMENTS: usize = 20_000;
 
 /// Caps an instance's linear memory; growing past the cap traps with
 /// [`MemoryLimitExceeded`], so the connection's end says why.
@@ -35,7 +38,9 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        // `current == 0`: the table is being made at its declared size,
+        // which the pool was sized for when the component was loaded.
+        Ok(desired <= MAX_TABLE_ELEMENTS || current == 0)
     }
 }

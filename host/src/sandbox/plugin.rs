@@ -3,6 +3,7 @@
 //! link it once into an `InstancePre` so that each connection costs an
 //! instantiation, not a compilation.
 
+use super::engine::Needs;
 use super::state::HostState;
 use crate::bindings::ConnectionHandlerPre;
 use anyhow::{Context, bail};
@@ -19,8 +20,9 @@ pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
     Ok(linker)
 }
 
-/// Reads and compiles a component, with one clear error per kind of bad file.
-pub fn compile(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
+/// Reads a plugin file, with one clear error per kind of bad file: its bytes,
+/// known to be a component.
+pub(crate) fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     let shown = path.display();
     let bytes = std::fs::read(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => anyhow::anyhow!(
@@ -38,9 +40,71 @@ pub fn compile(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
             "plugin `{shown}` is not a WebAssembly component: give the .wasm file of a handler built for wasm32-wasip2"
         );
     }
-    Component::new(engine, &bytes)
+    Ok(bytes)
+}
+
+/// Compiles a component read by [`read`].
+pub(crate) fn compile(engine: &Engine, bytes: &[u8], path: &Path) -> anyhow::Result<Component> {
+    Component::new(engine, bytes)
         .map_err(anyhow::Error::from)
-        .with_context(|| format!("plugin `{shown}` cannot be compiled"))
+        .with_context(|| format!("plugin `{}` cannot be compiled", path.display()))
+}
+
+/// What one instance of a component takes from the pool, as far as its
+/// binary says before it is compiled ([`count_instances`]): core instances,
+/// the most memories or tables one module defines, its largest initial
+/// memory. [`complete`] adds the rest once it is compiled.
+pub(crate) fn scan(bytes: &[u8], path: &Path) -> anyhow::Result<Needs> {
+    let mut needs = Needs::default();
+    count_instances(bytes, &mut needs)
+        .with_context(|| format!("plugin `{}` is not a well-formed component", path.display()))?;
+    Ok(needs)
+}
+
+/// `scanned` ([`scan`]) with wasmtime's own count of the memories and tables
+/// an instance of `component` makes, and its largest table's initial size.
+pub(crate) fn complete(scanned: Needs, component: &Component, path: &Path) -> anyhow::Result<Needs> {
+    let Some(required) = component.resources_required() else {
+        bail!("plugin `{}` instantiates a module it imports, which pier cannot size a pool for", path.display());
+    };
+    Ok(Needs {
+        memories: required.num_memories,
+        tables: required.num_tables,
+        table_elements: required.max_initial_table_size.unwrap_or(0),
+        ..scanned
+    })
+}
+
+/// Walks a component binary's sections, nested modules and components
+/// included: each core `instantiate` is one core instance, and each core
+/// module's memory and table sections say how many it defines (and how
+/// large its memories start).
+fn count_instances(component: &[u8], needs: &mut Needs) -> anyhow::Result<()> {
+    use wasmparser::{Instance, Payload};
+    for payload in wasmparser::Parser::new(0).parse_all(component) {
+        match payload? {
+            Payload::InstanceSection(instances) => {
+                for instance in instances {
+                    if matches!(instance?, Instance::Instantiate { .. }) {
+                        needs.core_instances += 1;
+                    }
+                }
+            }
+            Payload::MemorySection(memories) => {
+                needs.memories_per_module = needs.memories_per_module.max(memories.count());
+                for memory in memories {
+                    let memory = memory?;
+                    let page = 1u64 << memory.page_size_log2.unwrap_or(16);
+                    needs.initial_memory = needs.initial_memory.max(memory.initial.saturating_mul(page));
+                }
+            }
+            Payload::TableSection(tables) => {
+                needs.tables_per_module = needs.tables_per_module.max(tables.count());
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A linked handler, by the world it was built for.

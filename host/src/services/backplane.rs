@@ -2,7 +2,13 @@
 //! the connections of a listener, or of the listeners that name the same
 //! backplane. Publishing never blocks: each subscriber has a bounded mailbox
 //! and a full one loses its oldest message (counted).
+//!
+//! A shared backplane (the server has `redis`) also reaches the other
+//! processes: what a connection publishes is delivered here at once and
+//! published to Redis; what other processes publish arrives through this
+//! process's one subscriber connection and is delivered the same way.
 
+use super::redis::{Redis, Remote};
 use crate::bindings::pier::server::backplane::Host;
 use futures_util::task::AtomicWaker;
 use std::collections::{HashMap, VecDeque};
@@ -69,13 +75,14 @@ pub(crate) struct Budget {
     /// Messages this listener's connections published.
     pub(crate) published: AtomicU64,
     /// Messages lost: to this listener's full mailboxes or budget, or too
-    /// large when one of its connections published them.
-    pub(crate) dropped: AtomicU64,
+    /// large (or not taken by Redis) when one of its connections published
+    /// them.
+    pub(crate) dropped: Arc<AtomicU64>,
 }
 
 impl Budget {
     pub(crate) fn new(max: usize) -> Self {
-        Self { max, bytes: AtomicUsize::new(0), published: AtomicU64::new(0), dropped: AtomicU64::new(0) }
+        Self { max, bytes: AtomicUsize::new(0), published: AtomicU64::new(0), dropped: Arc::default() }
     }
 
     fn take(&self, n: usize) -> bool {
@@ -181,52 +188,103 @@ impl Drop for Subscriber {
 /// The subscribers of one topic, by connection id.
 type Subscribers = HashMap<u64, Arc<Subscriber>>;
 
-/// One backplane: topics and their subscribers.
+/// One backplane: topics and their subscribers in this process, and, if
+/// it is shared, the Redis that reaches the others.
 #[derive(Default)]
 pub(crate) struct Backplane {
-    topics: Mutex<HashMap<Arc<str>, Subscribers>>,
+    local: Arc<Topics>,
+    shared: Option<Shared>,
+}
+
+/// Topics and their subscribers in this process.
+#[derive(Default)]
+struct Topics(Mutex<HashMap<Arc<str>, Subscribers>>);
+
+/// A backplane's place in Redis: its channels are `pier:{NAME}:bp:TOPIC`.
+struct Shared {
+    redis: Arc<Redis>,
+    prefix: String,
+}
+
+impl Shared {
+    fn channel(&self, topic: &str) -> Vec<u8> {
+        [self.prefix.as_bytes(), topic.as_bytes()].concat()
+    }
+}
+
+impl Topics {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Subscribers>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Delivers to every subscriber of `topic` but `publisher`.
+    fn deliver(&self, topic: &str, body: Arc<[u8]>, publisher: Option<u64>) {
+        let topics = self.lock();
+        let Some((name, subs)) = topics.get_key_value(topic) else { return };
+        let message = Message { topic: name.clone(), body };
+        for (&conn, subscriber) in subs {
+            // A loss is counted (in the listener's metrics, and in the
+            // subscriber's one line when it ends), never logged per message:
+            // a flood must not become a log flood.
+            if Some(conn) != publisher {
+                subscriber.deliver(message.clone());
+            }
+        }
+    }
+}
+
+impl Remote for Topics {
+    /// A message another process published.
+    fn arrive(&self, topic: &str, body: &[u8]) {
+        self.deliver(topic, Arc::from(body), None);
+    }
 }
 
 impl Backplane {
-    fn topics(&self) -> MutexGuard<'_, HashMap<Arc<str>, Subscribers>> {
-        self.topics.lock().unwrap_or_else(|p| p.into_inner())
+    /// The backplane `name`, shared through `redis` with every process
+    /// that has one of that name.
+    pub(crate) fn shared(redis: Arc<Redis>, name: &str) -> Self {
+        let prefix = format!("pier:{{{name}}}:bp:");
+        Self { local: Arc::default(), shared: Some(Shared { redis, prefix }) }
     }
 
     fn subscribe(&self, topic: &str, conn: u64, subscriber: &Arc<Subscriber>) {
-        let mut topics = self.topics();
+        let mut topics = self.local.lock();
         match topics.get_mut(topic) {
             Some(subs) => {
                 subs.insert(conn, subscriber.clone());
             }
             None => {
-                topics.insert(Arc::from(topic), HashMap::from([(conn, subscriber.clone())]));
+                let topic: Arc<str> = Arc::from(topic);
+                topics.insert(topic.clone(), HashMap::from([(conn, subscriber.clone())]));
+                if let Some(shared) = &self.shared {
+                    let to: std::sync::Weak<dyn Remote> = Arc::downgrade(&self.local) as _;
+                    shared.redis.want(shared.channel(&topic), topic, to);
+                }
             }
         }
     }
 
     fn unsubscribe(&self, topic: &str, conn: u64) {
-        let mut topics = self.topics();
+        let mut topics = self.local.lock();
         if let Some(subs) = topics.get_mut(topic) {
             subs.remove(&conn);
             if subs.is_empty() {
                 topics.remove(topic);
+                if let Some(shared) = &self.shared {
+                    shared.redis.unwant(&shared.channel(topic));
+                }
             }
         }
     }
 
-    /// Delivers to every subscriber of `topic` but the publisher.
-    fn publish(&self, topic: &str, body: Vec<u8>, publisher: u64) {
-        let topics = self.topics();
-        let Some((name, subs)) = topics.get_key_value(topic) else { return };
-        let message = Message { topic: name.clone(), body: Arc::from(body) };
-        for (&conn, subscriber) in subs {
-            // A loss is counted (in the listener's metrics, and in the
-            // subscriber's one line when it ends), never logged per message:
-            // a flood must not become a log flood.
-            if conn != publisher {
-                subscriber.deliver(message.clone());
-            }
+    /// Delivers to every subscriber of `topic` here but the publisher, and
+    /// to the other processes' (a loss on the way counted in `lost`).
+    fn publish(&self, topic: &str, body: Vec<u8>, publisher: u64, lost: &Arc<AtomicU64>) {
+        if let Some(shared) = &self.shared {
+            shared.redis.publish(shared.channel(topic), &body, lost);
         }
+        self.local.deliver(topic, Arc::from(body), Some(publisher));
     }
 }
 
@@ -253,7 +311,7 @@ impl Host for Client {
             self.subscriber.budget.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        self.backplane.publish(&topic, message, self.conn);
+        self.backplane.publish(&topic, message, self.conn, &self.subscriber.budget.dropped);
     }
 
     fn subscribe(&mut self, topic: String) {
@@ -303,7 +361,7 @@ mod tests {
         drop(bob);
         alice.publish("room".into(), b"x".to_vec());
         assert_eq!(b.take().map(|_| ()), Some(()), "what was queued stays");
-        assert!(backplane.topics().get("room").is_some_and(|s| s.len() == 1), "bob's subscription ended with him");
+        assert!(backplane.local.lock().get("room").is_some_and(|s| s.len() == 1), "bob's subscription ended with him");
     }
 
     #[test]

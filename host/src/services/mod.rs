@@ -7,5 +7,6 @@ pub(crate) mod backplane;
 pub(crate) mod config;
 pub(crate) mod keyvalue;
 pub(crate) mod limits;
+pub(crate) mod redis;
 pub(crate) mod timers;
 pub(crate) mod upstream;

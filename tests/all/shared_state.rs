@@ -1,0 +1,324 @@
+//! Listeners' state in Redis (`--redis`): two pier processes share the
+//! RESP guest's keys and the chat guest's room, through a real redis-server
+//! the tests start, stop and start again.
+
+use crate::common::*;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// Sends one RESP command and reads its reply: a status, error or integer
+/// line, or a bulk string, as text without the last CRLF.
+fn command(s: &mut TcpStream, args: &[&str]) -> String {
+    let mut request = format!("*{}\r\n", args.len());
+    for a in args {
+        request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s.write_all(request.as_bytes()).unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8];
+    while !line.ends_with(b"\r\n") {
+        s.read_exact(&mut byte).expect("a reply in time (the call must not hang)");
+        line.push(byte[0]);
+    }
+    let line = String::from_utf8_lossy(&line[..line.len() - 2]).into_owned();
+    match line.strip_prefix('$').map(|n| n.parse::<i64>().unwrap()) {
+        Some(n) if n >= 0 => {
+            let body = read_n(s, n as usize + 2);
+            String::from_utf8_lossy(&body[..n as usize]).into_owned()
+        }
+        Some(_) => "(nil)".into(),
+        None => line,
+    }
+}
+
+/// `pier serve` of `guest` with its state in `redis`, as listener `name`.
+fn serve_shared(guest_name: &str, redis: &RedisServer, name: &str, extra: &[&str]) -> Pier {
+    let url = redis.url();
+    let mut args = vec!["--name", name, "--redis", url.as_str()];
+    args.extend_from_slice(extra);
+    Pier::serve(guest_name, &args)
+}
+
+#[test]
+fn two_processes_share_one_store_and_incr_is_atomic_across_them() {
+    let redis = RedisServer::start();
+    let (p1, p2) = (serve_shared("resp", &redis, "cache", &[]), serve_shared("resp", &redis, "cache", &[]));
+    let (mut a, mut b) = (connect(p1.addr()), connect(p2.addr()));
+    assert_eq!(command(&mut a, &["SET", "greeting", "hello"]), "+OK");
+    assert_eq!(command(&mut b, &["GET", "greeting"]), "hello", "process 2 sees process 1's key");
+    assert_eq!(command(&mut b, &["DEL", "greeting"]), ":1");
+    assert_eq!(command(&mut a, &["EXISTS", "greeting"]), ":0");
+    // Two clients of each process increment one counter at once.
+    let clients: Vec<_> = [p1.addr(), p1.addr(), p2.addr(), p2.addr()]
+        .into_iter()
+        .map(|addr| {
+            std::thread::spawn(move || {
+                let mut s = connect(addr);
+                for _ in 0..250 {
+                    assert!(command(&mut s, &["INCR", "hits"]).starts_with(':'));
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert_eq!(command(&mut a, &["GET", "hits"]), "1000", "no increment lost between processes");
+    assert_eq!(command(&mut b, &["INCRBY", "hits", "-1000"]), ":0");
+    // Another listener name is another tenant: its keys are its own.
+    let other = serve_shared("resp", &redis, "other", &[]);
+    let mut c = connect(other.addr());
+    assert_eq!(command(&mut a, &["SET", "mine", "1"]), "+OK");
+    assert_eq!(command(&mut c, &["GET", "mine"]), "(nil)", "a tenant never sees another's keys");
+    // The keys live in Redis, under the listener's prefix.
+    let keys = redis_cli(redis.addr.port(), &["--scan", "--pattern", "pier:{cache}:*"]);
+    assert!(keys.contains("pier:{cache}:kv:"), "{keys}");
+    assert!(!redis_cli(redis.addr.port(), &["--scan", "--pattern", "pier:{other}:kv:*"]).contains("mine"));
+}
+
+#[test]
+fn the_budget_holds_across_processes_and_a_local_listener_keeps_its_own() {
+    let redis = RedisServer::start();
+    let budget = ["--kv-max-keys", "8"];
+    let (p1, p2) = (serve_shared("resp", &redis, "small", &budget), serve_shared("resp", &redis, "small", &budget));
+    let (mut a, mut b) = (connect(p1.addr()), connect(p2.addr()));
+    // Keys from both processes until the store is full (the guest keeps a
+    // few keys of its own in it too).
+    let mut stored = 0;
+    while command(if stored % 2 == 0 { &mut a } else { &mut b }, &["SET", &format!("k{stored}"), "v"]) == "+OK" {
+        stored += 1;
+        assert!(stored <= 8, "kv-max-keys 8 holds at most 8 keys");
+    }
+    assert!(stored >= 2, "both processes stored keys before the budget ran out");
+    for s in [&mut a, &mut b] {
+        let refused = command(s, &["SET", "one-more", "v"]);
+        assert!(refused.starts_with("-OOM"), "a new key is refused by either process: {refused}");
+        assert!(command(s, &["INCR", "counter"]).starts_with('-'), "increment creates keys too");
+    }
+    assert_eq!(command(&mut b, &["SET", "k0", "overwritten"]), "+OK", "replacing a key adds none");
+    assert_eq!(command(&mut a, &["DEL", "k0"]), ":1");
+    assert_eq!(command(&mut b, &["SET", "one-more", "v"]), "+OK", "a delete in process 1 makes room in process 2");
+    // shared-state = "local": the same name, this process's own store.
+    let local = serve_shared("resp", &redis, "small", &["--shared-state", "local"]);
+    let mut c = connect(local.addr());
+    assert_eq!(command(&mut c, &["GET", "k1"]), "(nil)");
+    assert_eq!(command(&mut c, &["SET", "k1", "local"]), "+OK");
+    assert_eq!(command(&mut a, &["GET", "k1"]), "v");
+}
+
+/// A chat client: the welcome line names it.
+struct Chatter {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+    nick: String,
+}
+
+impl Chatter {
+    fn join(addr: SocketAddr) -> Chatter {
+        let w = connect(addr);
+        let mut r = BufReader::new(w.try_clone().unwrap());
+        let mut welcome = String::new();
+        r.read_line(&mut welcome).unwrap();
+        let nick = welcome.strip_prefix("* welcome ").and_then(|t| t.split(';').next()).expect("welcome").to_string();
+        Chatter { w, r, nick }
+    }
+
+    fn say(&mut self, line: &str) {
+        self.w.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+
+    /// The next line within `wait`, if any.
+    fn line_within(&mut self, wait: Duration) -> Option<String> {
+        self.w.set_read_timeout(Some(wait)).unwrap();
+        let mut line = String::new();
+        let got = match self.r.read_line(&mut line) {
+            Ok(n) if n > 0 => Some(line),
+            Ok(_) => panic!("{} was disconnected", self.nick),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
+            Err(e) => panic!("{}: {e}", self.nick),
+        };
+        self.w.set_read_timeout(Some(STEP)).unwrap();
+        got
+    }
+
+    /// Reads lines until `want`, skipping join and leave notices; panics
+    /// on anything else, or at the deadline.
+    fn expect(&mut self, want: &str) {
+        let deadline = Instant::now() + STEP;
+        while Instant::now() < deadline {
+            match self.line_within(Duration::from_millis(200)) {
+                Some(line) if line == want => return,
+                Some(line) if line.starts_with("* ") => {}
+                Some(line) => panic!("{} expected {want:?}, got {line:?}", self.nick),
+                None => {}
+            }
+        }
+        panic!("{} never got {want:?}", self.nick);
+    }
+
+    /// Says `line` again and again until `other` hears it (its subscription
+    /// may take a moment to reach Redis); then drains the repeats.
+    fn say_until_heard(&mut self, other: &mut Chatter, line: &str) {
+        let want = format!("<{}> {line}\n", self.nick);
+        let deadline = Instant::now() + STEP;
+        loop {
+            assert!(Instant::now() < deadline, "{} never heard {want:?} from the other process", other.nick);
+            self.say(line);
+            match other.line_within(Duration::from_millis(200)) {
+                Some(got) if got == want => break,
+                _ => {}
+            }
+        }
+        self.say("sync");
+        let sync = format!("<{}> sync\n", self.nick);
+        while other.line_within(STEP).expect("the sync line") != sync {}
+    }
+}
+
+#[test]
+fn a_chat_line_crosses_processes_and_the_sender_does_not_get_it_back() {
+    let redis = RedisServer::start();
+    let (p1, p2) = (serve_shared("chat", &redis, "lobby", &[]), serve_shared("chat", &redis, "lobby", &[]));
+    let mut a = Chatter::join(p1.addr());
+    let mut b = Chatter::join(p2.addr());
+    a.say_until_heard(&mut b, "hello from process 1");
+    for i in 0..20 {
+        a.say(&format!("line {i}"));
+    }
+    for i in 0..20 {
+        b.expect(&format!("<{}> line {i}\n", a.nick));
+    }
+    b.say("hello from process 2");
+    a.expect(&format!("<{}> hello from process 2\n", b.nick));
+    // A third client, in process 1 with a, hears both without Redis in
+    // between for a's lines, and a never hears its own.
+    let mut c = Chatter::join(p1.addr());
+    a.say("to both");
+    c.expect(&format!("<{}> to both\n", a.nick));
+    b.expect(&format!("<{}> to both\n", a.nick));
+    b.say("done");
+    a.expect(&format!("<{}> done\n", b.nick));
+    while let Some(line) = a.line_within(Duration::from_millis(300)) {
+        assert!(!line.starts_with(&format!("<{}>", a.nick)), "a got its own line back: {line:?}");
+    }
+}
+
+/// Two processes on one port (`reuse-port`), the kernel choosing which one
+/// each client reaches: a line typed into a client of one reaches a client
+/// of the other.
+#[test]
+fn two_processes_on_one_port_share_one_room() {
+    let redis = RedisServer::start();
+    let opts = ["--reuse-port", "--metrics", "127.0.0.1:0"];
+    let p1 = serve_shared("chat", &redis, "lobby", &opts);
+    let (url, chat, listen) = (redis.url(), guest("chat"), p1.addr().to_string());
+    let mut args = vec!["--listen", &listen, "--plugin", chat.to_str().unwrap(), "--name", "lobby", "--redis", &url];
+    args.extend_from_slice(&opts);
+    let p2 = Pier::start(&args, 1);
+    assert_eq!(p2.addr(), p1.addr());
+    // Clients until one is in each process (each holds them all open).
+    let open = "pier_connections_open{listener=\"lobby\"}";
+    let (mut first, mut second, mut extra) = (None, None, Vec::new());
+    let deadline = Instant::now() + STEP;
+    while first.is_none() || second.is_none() {
+        assert!(Instant::now() < deadline, "the kernel never spread clients over both processes");
+        let before = (metric(&p1, open), metric(&p2, open));
+        let client = Chatter::join(p1.addr());
+        match (metric(&p1, open) > before.0, metric(&p2, open) > before.1) {
+            (true, false) if first.is_none() => first = Some(client),
+            (false, true) if second.is_none() => second = Some(client),
+            _ => extra.push(client),
+        }
+    }
+    let (mut a, mut b) = (first.unwrap(), second.unwrap());
+    a.say_until_heard(&mut b, "from process 1");
+    b.say("from process 2");
+    a.expect(&format!("<{}> from process 2\n", b.nick));
+}
+
+/// The value of `series` on /metrics (0 if absent).
+fn metric(pier: &Pier, series: &str) -> u64 {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "10", &format!("http://{}/metrics", pier.metrics.unwrap())])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let prefix = format!("{series} ");
+    text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).map_or(0, |n| n.parse().unwrap())
+}
+
+#[test]
+fn a_redis_outage_fails_calls_quickly_and_pier_recovers_by_itself() {
+    let mut redis = RedisServer::start();
+    let opts = ["--redis-timeout", "200ms", "--metrics", "127.0.0.1:0"];
+    let (kv, chat1) = (serve_shared("resp", &redis, "cache", &opts), serve_shared("chat", &redis, "lobby", &opts));
+    let chat2 = serve_shared("chat", &redis, "lobby", &opts);
+    let mut s = connect(kv.addr());
+    assert_eq!(command(&mut s, &["SET", "k", "v"]), "+OK");
+    let (mut a, mut b) = (Chatter::join(chat1.addr()), Chatter::join(chat2.addr()));
+    a.say_until_heard(&mut b, "before");
+
+    redis.stop();
+    // Every call answers an error, none hangs (a reply within STEP), and
+    // the connection lives on.
+    for _ in 0..5 {
+        let reply = command(&mut s, &["GET", "k"]);
+        assert!(reply.starts_with("-") && reply.contains("redis unavailable"), "{reply}");
+    }
+    let log = kv.wait_for_log("redis unreachable");
+    assert_eq!(log.matches("redis unreachable").count(), 1, "the outage is logged once:\n{log}");
+    // Each process finds the outage by itself (its check every second).
+    chat1.wait_for_log("redis unreachable");
+    chat2.wait_for_log("redis unreachable");
+    // Chat within one process goes on; lines to the other are dropped and
+    // counted.
+    let mut c = Chatter::join(chat1.addr());
+    let dropped = "pier_backplane_dropped_total{listener=\"lobby\"}";
+    let before = metric(&chat1, dropped);
+    a.say("during");
+    c.expect(&format!("<{}> during\n", a.nick));
+    let deadline = Instant::now() + STEP;
+    while metric(&chat1, dropped) <= before {
+        assert!(Instant::now() < deadline, "a line published during the outage is counted as dropped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(b.line_within(Duration::from_millis(300)).is_none(), "nothing crossed during the outage");
+    assert_eq!(metric(&chat1, "pier_redis_up"), 0);
+
+    redis.restart();
+    // pier reconnects (and resubscribes) by itself.
+    let deadline = Instant::now() + STEP;
+    loop {
+        let reply = command(&mut s, &["SET", "k", "again"]);
+        if reply == "+OK" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the store never came back: {reply}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(command(&mut s, &["GET", "k"]), "again");
+    for pier in [&kv, &chat1, &chat2] {
+        pier.wait_for_log("redis reachable again");
+    }
+    assert_eq!(metric(&chat1, "pier_redis_up"), 1);
+    a.say_until_heard(&mut b, "after");
+    b.say("and back");
+    a.expect(&format!("<{}> and back\n", b.nick));
+}
+
+#[test]
+fn an_unreachable_or_malformed_redis_is_one_line_at_start_up() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let echo = guest("echo");
+    let url = format!("redis://{closed}");
+    let base = ["serve", "--listen", "127.0.0.1:0", "--plugin", echo.to_str().unwrap()];
+    let out = run_pier(&[&base[..], &["--redis", &url, "--redis-timeout", "300ms"]].concat());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&format!("redis at {url}")) && err.contains("start redis-server"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let out = run_pier(&[&base[..], &["--redis", "http://nowhere"]].concat());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("redis = `http://nowhere`"), "{err}");
+}
