@@ -1,64 +1,15 @@
 //! The chat guest over the backplane, with raw sockets and socat.
 
 use crate::common::*;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
-
-struct Client {
-    w: TcpStream,
-    r: BufReader<TcpStream>,
-    nick: String,
-}
-
-impl Client {
-    /// Connects and reads the welcome line, which names the client.
-    fn join(pier: &Pier) -> Client {
-        let w = connect(pier.addr());
-        let mut r = BufReader::new(w.try_clone().unwrap());
-        let mut welcome = String::new();
-        r.read_line(&mut welcome).unwrap();
-        let nick =
-            welcome.strip_prefix("* welcome ").and_then(|t| t.split(';').next()).expect("welcome line").to_string();
-        Client { w, r, nick }
-    }
-
-    fn say(&mut self, line: &str) {
-        self.w.write_all(format!("{line}\n").as_bytes()).unwrap();
-    }
-
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        self.r.read_line(&mut line).expect("a line in time");
-        line
-    }
-
-    /// Everything left until the server closes; panics on timeout or reset.
-    fn rest(&mut self) -> String {
-        let mut rest = String::new();
-        self.r.read_to_string(&mut rest).expect("read to EOF");
-        rest
-    }
-
-    /// Asserts that nothing arrives for a moment.
-    fn quiet(&mut self) {
-        self.w.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-        let mut line = String::new();
-        match self.r.read_line(&mut line) {
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            other => panic!("{} got something unexpected: {other:?} {line:?}", self.nick),
-        }
-        self.w.set_read_timeout(Some(STEP)).unwrap();
-    }
-}
 
 #[test]
 fn a_line_reaches_exactly_the_others_in_order_and_leaving_is_announced() {
     let pier = Pier::serve("chat", &[]);
-    let mut a = Client::join(&pier);
-    let mut b = Client::join(&pier);
+    let mut a = Chatter::join(pier.addr());
+    let mut b = Chatter::join(pier.addr());
     assert_eq!(a.line(), format!("* {} joined\n", b.nick));
-    let mut c = Client::join(&pier);
+    let mut c = Chatter::join(pier.addr());
     assert_eq!(a.line(), format!("* {} joined\n", c.nick));
     assert_eq!(b.line(), format!("* {} joined\n", c.nick));
 
@@ -93,8 +44,8 @@ fn a_line_reaches_exactly_the_others_in_order_and_leaving_is_announced() {
 #[test]
 fn a_slow_subscriber_does_not_stall_the_others() {
     let pier = Pier::serve("chat", &[]);
-    let mut a = Client::join(&pier);
-    let mut b = Client::join(&pier);
+    let mut a = Chatter::join(pier.addr());
+    let mut b = Chatter::join(pier.addr());
     assert_eq!(a.line(), format!("* {} joined\n", b.nick));
     // A client that never reads.
     let slow = connect(pier.addr());
@@ -114,7 +65,7 @@ fn a_slow_subscriber_does_not_stall_the_others() {
 #[test]
 fn works_with_socat() {
     let pier = Pier::serve("chat", &[]);
-    let mut a = Client::join(&pier);
+    let mut a = Chatter::join(pier.addr());
     let port = pier.addr().port();
     let out = std::process::Command::new("sh")
         .args(["-c", &format!("printf 'hi from socat\\n/quit\\n' | timeout 10 socat -t 2 - TCP:127.0.0.1:{port}")])
@@ -132,7 +83,7 @@ fn works_with_socat() {
 #[test]
 fn sigterm_says_goodbye_then_closes_and_exits_zero() {
     let mut pier = Pier::serve("chat", &["--grace", "3s"]);
-    let mut a = Client::join(&pier);
+    let mut a = Chatter::join(pier.addr());
     pier.signal(libc::SIGTERM);
     // The line sent from shutdown-csa(server-shutdown) is flushed before the
     // orderly close: the last thing the client reads, then EOF.

@@ -503,3 +503,111 @@ pub fn read_http_response(s: &mut TcpStream) -> (String, Vec<u8>) {
         .unwrap_or(0);
     (head, read_n(s, length))
 }
+
+/// The value of the series `series` (whole, labels included) on pier's
+/// /metrics; 0 if absent.
+#[allow(dead_code, reason = "used by some test modules only")]
+pub fn metric(pier: &Pier, series: &str) -> u64 {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10", &format!("http://{}/metrics", pier.metrics.unwrap())])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let prefix = format!("{series} ");
+    text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).map_or(0, |n| n.parse().unwrap())
+}
+
+/// A client of the chat guest (Rust or Python): its nick, from the
+/// welcome line.
+#[allow(dead_code, reason = "used by some test modules only")]
+pub struct Chatter {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+    pub nick: String,
+}
+
+#[allow(dead_code, reason = "used by some test modules only")]
+impl Chatter {
+    /// Connects and reads the welcome line, which names the client.
+    pub fn join(addr: SocketAddr) -> Chatter {
+        let w = connect(addr);
+        let mut r = std::io::BufReader::new(w.try_clone().unwrap());
+        let mut welcome = String::new();
+        r.read_line(&mut welcome).unwrap();
+        let nick =
+            welcome.strip_prefix("* welcome ").and_then(|t| t.split(';').next()).expect("welcome line").to_string();
+        Chatter { w, r, nick }
+    }
+
+    pub fn say(&mut self, line: &str) {
+        self.w.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+
+    /// The next line (within `STEP`).
+    pub fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.r.read_line(&mut line).expect("a line in time");
+        line
+    }
+
+    /// Everything left until the server closes; panics on timeout or reset.
+    pub fn rest(&mut self) -> String {
+        let mut rest = String::new();
+        self.r.read_to_string(&mut rest).expect("read to EOF");
+        rest
+    }
+
+    /// The next line within `wait`, if any.
+    pub fn line_within(&mut self, wait: Duration) -> Option<String> {
+        self.w.set_read_timeout(Some(wait)).unwrap();
+        let mut line = String::new();
+        let got = match self.r.read_line(&mut line) {
+            Ok(n) if n > 0 => Some(line),
+            Ok(_) => panic!("{} was disconnected", self.nick),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => None,
+            Err(e) => panic!("{}: {e}", self.nick),
+        };
+        self.w.set_read_timeout(Some(STEP)).unwrap();
+        got
+    }
+
+    /// Asserts that nothing arrives for a moment.
+    pub fn quiet(&mut self) {
+        if let Some(line) = self.line_within(Duration::from_millis(200)) {
+            panic!("{} got something unexpected: {line:?}", self.nick);
+        }
+    }
+
+    /// Reads lines until `want`, skipping join and leave notices; panics
+    /// on anything else, or at the deadline.
+    pub fn expect(&mut self, want: &str) {
+        let deadline = Instant::now() + STEP;
+        while Instant::now() < deadline {
+            match self.line_within(Duration::from_millis(200)) {
+                Some(line) if line == want => return,
+                Some(line) if line.starts_with("* ") => {}
+                Some(line) => panic!("{} expected {want:?}, got {line:?}", self.nick),
+                None => {}
+            }
+        }
+        panic!("{} never got {want:?}", self.nick);
+    }
+
+    /// Says `line` again and again until `other` hears it (a subscription
+    /// in another process may take a moment to reach Redis); then drains
+    /// the repeats.
+    pub fn say_until_heard(&mut self, other: &mut Chatter, line: &str) {
+        let want = format!("<{}> {line}\n", self.nick);
+        let deadline = Instant::now() + STEP;
+        loop {
+            assert!(Instant::now() < deadline, "{} never heard {want:?}", other.nick);
+            self.say(line);
+            if other.line_within(Duration::from_millis(200)).is_some_and(|got| got == want) {
+                break;
+            }
+        }
+        self.say("sync");
+        let sync = format!("<{}> sync\n", self.nick);
+        while other.line_within(STEP).expect("the sync line") != sync {}
+    }
+}

@@ -5,7 +5,7 @@
 
 use crate::common::*;
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -99,42 +99,13 @@ fn python_echo_hundred_concurrent_connections_get_their_own_bytes() {
     assert_eq!(exchange(addr, b"still here"), b"still here");
 }
 
-/// A chat client: its nick, from the welcome line.
-struct Client {
-    w: TcpStream,
-    r: BufReader<TcpStream>,
-    nick: String,
-}
-
-impl Client {
-    fn join(pier: &Pier) -> Client {
-        let w = connect(pier.addr());
-        let mut r = BufReader::new(w.try_clone().unwrap());
-        let mut welcome = String::new();
-        r.read_line(&mut welcome).unwrap();
-        let nick =
-            welcome.strip_prefix("* welcome ").and_then(|t| t.split(';').next()).expect("welcome line").to_string();
-        Client { w, r, nick }
-    }
-
-    fn say(&mut self, line: &str) {
-        self.w.write_all(format!("{line}\n").as_bytes()).unwrap();
-    }
-
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        self.r.read_line(&mut line).expect("a line in time");
-        line
-    }
-}
-
 #[test]
 fn python_chat_a_line_reaches_the_others_in_order_and_leaving_is_announced() {
     let pier = serve("chat", &[]);
-    let mut a = Client::join(&pier);
-    let mut b = Client::join(&pier);
+    let mut a = Chatter::join(pier.addr());
+    let mut b = Chatter::join(pier.addr());
     assert_eq!(a.line(), format!("* {} joined\n", b.nick));
-    let mut c = Client::join(&pier);
+    let mut c = Chatter::join(pier.addr());
     assert_eq!(a.line(), format!("* {} joined\n", c.nick));
     assert_eq!(b.line(), format!("* {} joined\n", c.nick));
 

@@ -3,8 +3,8 @@
 //! the tests start, stop and start again.
 
 use crate::common::*;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 /// Sends one RESP command and reads its reply: a status, error or integer
@@ -107,75 +107,6 @@ fn the_budget_holds_across_processes_and_a_local_listener_keeps_its_own() {
     assert_eq!(command(&mut a, &["GET", "k1"]), "v");
 }
 
-/// A chat client: the welcome line names it.
-struct Chatter {
-    w: TcpStream,
-    r: BufReader<TcpStream>,
-    nick: String,
-}
-
-impl Chatter {
-    fn join(addr: SocketAddr) -> Chatter {
-        let w = connect(addr);
-        let mut r = BufReader::new(w.try_clone().unwrap());
-        let mut welcome = String::new();
-        r.read_line(&mut welcome).unwrap();
-        let nick = welcome.strip_prefix("* welcome ").and_then(|t| t.split(';').next()).expect("welcome").to_string();
-        Chatter { w, r, nick }
-    }
-
-    fn say(&mut self, line: &str) {
-        self.w.write_all(format!("{line}\n").as_bytes()).unwrap();
-    }
-
-    /// The next line within `wait`, if any.
-    fn line_within(&mut self, wait: Duration) -> Option<String> {
-        self.w.set_read_timeout(Some(wait)).unwrap();
-        let mut line = String::new();
-        let got = match self.r.read_line(&mut line) {
-            Ok(n) if n > 0 => Some(line),
-            Ok(_) => panic!("{} was disconnected", self.nick),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
-            Err(e) => panic!("{}: {e}", self.nick),
-        };
-        self.w.set_read_timeout(Some(STEP)).unwrap();
-        got
-    }
-
-    /// Reads lines until `want`, skipping join and leave notices; panics
-    /// on anything else, or at the deadline.
-    fn expect(&mut self, want: &str) {
-        let deadline = Instant::now() + STEP;
-        while Instant::now() < deadline {
-            match self.line_within(Duration::from_millis(200)) {
-                Some(line) if line == want => return,
-                Some(line) if line.starts_with("* ") => {}
-                Some(line) => panic!("{} expected {want:?}, got {line:?}", self.nick),
-                None => {}
-            }
-        }
-        panic!("{} never got {want:?}", self.nick);
-    }
-
-    /// Says `line` again and again until `other` hears it (its subscription
-    /// may take a moment to reach Redis); then drains the repeats.
-    fn say_until_heard(&mut self, other: &mut Chatter, line: &str) {
-        let want = format!("<{}> {line}\n", self.nick);
-        let deadline = Instant::now() + STEP;
-        loop {
-            assert!(Instant::now() < deadline, "{} never heard {want:?} from the other process", other.nick);
-            self.say(line);
-            match other.line_within(Duration::from_millis(200)) {
-                Some(got) if got == want => break,
-                _ => {}
-            }
-        }
-        self.say("sync");
-        let sync = format!("<{}> sync\n", self.nick);
-        while other.line_within(STEP).expect("the sync line") != sync {}
-    }
-}
-
 #[test]
 fn a_chat_line_crosses_processes_and_the_sender_does_not_get_it_back() {
     let redis = RedisServer::start();
@@ -235,17 +166,6 @@ fn two_processes_on_one_port_share_one_room() {
     a.say_until_heard(&mut b, "from process 1");
     b.say("from process 2");
     a.expect(&format!("<{}> from process 2\n", b.nick));
-}
-
-/// The value of `series` on /metrics (0 if absent).
-fn metric(pier: &Pier, series: &str) -> u64 {
-    let out = std::process::Command::new("curl")
-        .args(["-s", "--max-time", "10", &format!("http://{}/metrics", pier.metrics.unwrap())])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let prefix = format!("{series} ");
-    text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).map_or(0, |n| n.parse().unwrap())
 }
 
 #[test]

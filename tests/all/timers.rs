@@ -56,17 +56,6 @@ fn cpu_ticks(pid: i32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
-/// The value of the series `name` (whole, labels included) on pier's /metrics.
-fn metric(pier: &Pier, series: &str) -> u64 {
-    let out = std::process::Command::new("curl")
-        .args(["-s", "--max-time", "10", &format!("http://{}/metrics", pier.metrics.unwrap())])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let prefix = format!("{series} ");
-    text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).map_or(0, |n| n.parse().unwrap())
-}
-
 /// 2,000 connections each with a timer pending for a minute: while they
 /// wait, pier uses (next to) no CPU; closing them drops their timers.
 #[test]
