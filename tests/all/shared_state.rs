@@ -113,6 +113,7 @@ fn a_chat_line_crosses_processes_and_the_sender_does_not_get_it_back() {
     let (p1, p2) = (serve_shared("chat", &redis, "lobby", &[]), serve_shared("chat", &redis, "lobby", &[]));
     let mut a = Chatter::join(p1.addr());
     let mut b = Chatter::join(p2.addr());
+    assert_ne!(a.nick, b.nick, "nicks count the clients of both processes");
     a.say_until_heard(&mut b, "hello from process 1");
     for i in 0..20 {
         a.say(&format!("line {i}"));

@@ -6,6 +6,7 @@
 //! publisher, and this handler drops messages for its own peer once more
 //! than `MAX_BACKLOG` bytes wait to be sent to it.
 
+use pier_guest::keyvalue::{atomics, store};
 use pier_guest::{ConnectionInfo, Handler, Lines, Outbox, ShutdownReason, backplane};
 
 const ROOM: &str = "chat";
@@ -56,7 +57,7 @@ impl Chat {
 
 impl Handler for Chat {
     fn on_connect(info: &ConnectionInfo, out: &mut Outbox) -> Self {
-        let chat = Chat { nick: format!("user{}", info.id), lines: Lines::new(MAX_LINE), left: false, dropped: 0 };
+        let chat = Chat { nick: format!("user{}", number(info)), lines: Lines::new(MAX_LINE), left: false, dropped: 0 };
         backplane::subscribe(ROOM);
         // Announce first: once a client reads its welcome, the room knows it.
         chat.say(&format!("* {} joined\n", chat.nick));
@@ -98,3 +99,10 @@ impl Handler for Chat {
 }
 
 pier_guest::handler!(Chat);
+
+/// A number for a new client's nick: the listener's count of clients, from
+/// its key-value store, so that clients of two pier processes sharing one
+/// Redis never get the same nick; the connection's id if the store fails.
+fn number(info: &ConnectionInfo) -> u64 {
+    store::open("").and_then(|bucket| atomics::increment(&bucket, "chat/clients", 1)).unwrap_or(info.id)
+}
