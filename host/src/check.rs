@@ -51,6 +51,16 @@ pub async fn check_config(config: &ServerConfig) -> anyhow::Result<String> {
         );
     }
     let _ = writeln!(out, "worst-case host memory, all listeners: {}", format_size_rounded(total));
+    if let Some(url) = &config.redis {
+        let shared: Vec<&str> = config
+            .listeners
+            .iter()
+            .filter(|l| l.shared_state == crate::config::SharedState::Shared)
+            .map(|l| l.name.as_str())
+            .collect();
+        let url = crate::services::redis::shown(url);
+        let _ = writeln!(out, "redis {url}: reachable; state shared there by: {}", shared.join(", "));
+    }
     if let Some(machine) = footprint::machine_memory().filter(|&m| total > m) {
         let _ = writeln!(
             out,

@@ -243,3 +243,19 @@ fn an_unreachable_or_malformed_redis_is_one_line_at_start_up() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("redis = `http://nowhere`"), "{err}");
 }
+
+#[test]
+fn check_names_the_redis_and_the_listeners_sharing_it() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "redis = \"{}\"\n[[listener]]\nname = \"lobby\"\nlisten = \"127.0.0.1:0\"\nplugin = \"{{guest:chat}}\"\n\
+         [[listener]]\nname = \"solo\"\nlisten = \"127.0.0.1:0\"\nplugin = \"{{guest:echo}}\"\nshared-state = \"local\"\n",
+        redis.url()
+    );
+    let config = config_file(dir.path(), &text);
+    let out = run_pier(&["check", "--config", &config]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("redis {}: reachable; state shared there by: lobby\n", redis.url())), "{text}");
+}

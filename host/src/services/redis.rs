@@ -417,7 +417,7 @@ fn new_origin() -> [u8; ORIGIN] {
 }
 
 /// `url` with its password, if any, replaced by `***`.
-fn shown(url: &str) -> String {
+pub(crate) fn shown(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
