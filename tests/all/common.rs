@@ -446,6 +446,13 @@ impl RedisServer {
         let _ = self.child.wait();
     }
 
+    /// Sends it `sig` (SIGSTOP: a Redis that hangs, SIGCONT: back).
+    #[allow(dead_code, reason = "used by some test modules only")]
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0, "kill failed");
+    }
+
     /// Starts it again on the same port, empty.
     #[allow(dead_code, reason = "used by some test modules only")]
     pub fn restart(&mut self) {

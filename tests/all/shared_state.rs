@@ -228,6 +228,45 @@ fn a_redis_outage_fails_calls_quickly_and_pier_recovers_by_itself() {
     a.expect(&format!("<{}> and back\n", b.nick));
 }
 
+/// A Redis that stops answering (SIGSTOP) costs each call at most
+/// `redis-timeout`, and then nothing: calls fail at once, and what is
+/// published fills at most the bounded queue to Redis, every message of it
+/// counted as dropped. When Redis answers again, so does pier.
+#[test]
+fn a_hung_redis_costs_a_timeout_and_fills_only_a_bounded_queue() {
+    let redis = RedisServer::start();
+    let opts = ["--redis-timeout", "300ms", "--metrics", "127.0.0.1:0"];
+    let (kv, chat) = (serve_shared("resp", &redis, "cache", &opts), serve_shared("chat", &redis, "lobby", &opts));
+    let mut s = connect(kv.addr());
+    assert_eq!(command(&mut s, &["SET", "k", "v"]), "+OK");
+    let mut a = Chatter::join(chat.addr());
+    let before = chat.rss_kib();
+    redis.signal(libc::SIGSTOP);
+    let reply = command(&mut s, &["GET", "k"]);
+    assert!(reply.starts_with("-ERR redis unavailable"), "{reply}");
+    kv.wait_for_log("redis unreachable");
+    // The chat guest publishes each line: 6,000 of them, more than the
+    // queue to Redis holds.
+    let lines = 6000;
+    let text: String = (0..lines).map(|i| format!("line {i}\n")).collect();
+    a.say(text.trim_end());
+    let dropped = "pier_backplane_dropped_total{listener=\"lobby\"}";
+    let published = "pier_backplane_published_total{listener=\"lobby\"}";
+    let deadline = Instant::now() + STEP;
+    while metric(&chat, dropped) < lines || metric(&chat, published) < lines {
+        assert!(Instant::now() < deadline, "not every line published during the hang was counted as dropped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Each lost once (and the join notice, if it was still on its way).
+    let lost = metric(&chat, dropped);
+    assert!((lines..=lines + 1).contains(&lost), "{lost} dropped for {lines} lines");
+    let grown = chat.rss_kib().saturating_sub(before);
+    assert!(grown < 16 << 10, "pier grew by {grown} KiB while Redis hung");
+    redis.signal(libc::SIGCONT);
+    kv.wait_for_log("redis reachable again");
+    assert_eq!(command(&mut s, &["GET", "k"]), "v");
+}
+
 #[test]
 fn an_unreachable_or_malformed_redis_is_one_line_at_start_up() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
