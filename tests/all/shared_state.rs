@@ -267,6 +267,42 @@ fn a_hung_redis_costs_a_timeout_and_fills_only_a_bounded_queue() {
     assert_eq!(command(&mut s, &["GET", "k"]), "v");
 }
 
+/// Messages on their way to Redis count against their listener's
+/// `backplane-max-bytes`: a tenant that publishes faster than Redis takes
+/// (here: a Redis that stopped for a moment) loses its own messages, and
+/// another tenant's still get through.
+#[test]
+fn a_flooding_tenant_fills_only_its_own_share_of_the_queue_to_redis() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "redis = \"{}\"\nredis-timeout = \"5s\"\nmetrics = \"127.0.0.1:0\"\n\
+         [[listener]]\nname = \"flood\"\nlisten = \"127.0.0.1:0\"\nplugin = \"{{guest:chat}}\"\n\
+         backplane-max-bytes = \"64KiB\"\n\
+         [[listener]]\nname = \"quiet\"\nlisten = \"127.0.0.1:0\"\nplugin = \"{{guest:chat}}\"\n",
+        redis.url()
+    );
+    let config = config_file(dir.path(), &text);
+    let (p1, p2) = (Pier::start(&["--config", &config], 2), Pier::start(&["--config", &config], 2));
+    let mut flooder = Chatter::join(p1.addrs[0].1);
+    let (mut speaker, mut listener) = (Chatter::join(p1.addrs[1].1), Chatter::join(p2.addrs[1].1));
+    speaker.say_until_heard(&mut listener, "before");
+    redis.signal(libc::SIGSTOP);
+    let flood: String = (0..5000).map(|i| format!("flood {i}\n")).collect();
+    flooder.say(flood.trim_end());
+    let dropped = |name: &str| format!("pier_backplane_dropped_total{{listener=\"{name}\"}}");
+    let deadline = Instant::now() + STEP;
+    while metric(&p1, &dropped("flood")) == 0 {
+        assert!(Instant::now() < deadline, "the flood never filled its share");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    speaker.say("still heard");
+    redis.signal(libc::SIGCONT);
+    listener.expect(&format!("<{}> still heard\n", speaker.nick));
+    assert_eq!(metric(&p1, &dropped("quiet")), 0, "the quiet tenant lost nothing");
+    assert!(metric(&p1, &dropped("flood")) > 1000, "the flood lost what passed its share");
+}
+
 #[test]
 fn an_unreachable_or_malformed_redis_is_one_line_at_start_up() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();

@@ -8,7 +8,7 @@
 //! published to Redis; what other processes publish arrives through this
 //! process's one subscriber connection and is delivered the same way.
 
-use super::redis::{Redis, Remote};
+use super::redis::{Redis, Remote, Share};
 use crate::bindings::pier::server::backplane::Host;
 use futures_util::task::AtomicWaker;
 use std::collections::{HashMap, VecDeque};
@@ -78,11 +78,16 @@ pub(crate) struct Budget {
     /// large (or not taken by Redis) when one of its connections published
     /// them.
     pub(crate) dropped: Arc<AtomicU64>,
+    /// What its connections' messages on their way to Redis may hold: as
+    /// much as its mailboxes, counted apart.
+    pub(crate) to_redis: Arc<Share>,
 }
 
 impl Budget {
     pub(crate) fn new(max: usize) -> Self {
-        Self { max, bytes: AtomicUsize::new(0), published: AtomicU64::new(0), dropped: Arc::default() }
+        let dropped = Arc::<AtomicU64>::default();
+        let to_redis = Arc::new(Share::new(max, dropped.clone()));
+        Self { max, bytes: AtomicUsize::new(0), published: AtomicU64::new(0), dropped, to_redis }
     }
 
     fn take(&self, n: usize) -> bool {
@@ -279,10 +284,11 @@ impl Backplane {
     }
 
     /// Delivers to every subscriber of `topic` here but the publisher, and
-    /// to the other processes' (a loss on the way counted in `lost`).
-    fn publish(&self, topic: &str, body: Vec<u8>, publisher: u64, lost: &Arc<AtomicU64>) {
+    /// to the other processes' (through the publisher's listener's `share`
+    /// of the queue to Redis).
+    fn publish(&self, topic: &str, body: Vec<u8>, publisher: u64, share: &Arc<Share>) {
         if let Some(shared) = &self.shared {
-            shared.redis.publish(shared.channel(topic), &body, lost);
+            shared.redis.publish(shared.channel(topic), &body, share);
         }
         self.local.deliver(topic, Arc::from(body), Some(publisher));
     }
@@ -311,7 +317,7 @@ impl Host for Client {
             self.subscriber.budget.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        self.backplane.publish(&topic, message, self.conn, &self.subscriber.budget.dropped);
+        self.backplane.publish(&topic, message, self.conn, &self.subscriber.budget.to_redis);
     }
 
     fn subscribe(&mut self, topic: String) {

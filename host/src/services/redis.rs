@@ -25,10 +25,10 @@ use tracing::{info, warn};
 /// that it is back).
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
-/// Messages (and their bytes) waiting to be published to Redis; past
-/// either, a message is dropped and counted.
-pub const PUBLISH_QUEUE: usize = 4096;
-pub const PUBLISH_QUEUE_BYTES: usize = 8 << 20;
+/// What a message waiting to be published costs besides its bytes (its
+/// place in the queue, its channel's allocation), counted against its
+/// listener's [`Share`] so that the share bounds how many wait, too.
+pub const MESSAGE_OVERHEAD: usize = 64;
 
 /// Messages sent to Redis in one pipeline.
 const PUBLISH_BATCH: usize = 64;
@@ -61,11 +61,48 @@ fn lock(routes: &Routes) -> MutexGuard<'_, HashMap<Vec<u8>, Route>> {
     routes.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A message on its way to Redis, and what to count if it never gets there.
+/// One listener's share of the queue to Redis: the bytes its messages
+/// waiting there may hold (its `backplane-max-bytes`), and the count of
+/// those lost. A tenant publishing faster than Redis takes fills its own
+/// share, never another's.
+#[derive(Debug)]
+pub(crate) struct Share {
+    max: usize,
+    queued: AtomicUsize,
+    lost: Arc<AtomicU64>,
+}
+
+impl Share {
+    pub(crate) fn new(max: usize, lost: Arc<AtomicU64>) -> Self {
+        Self { max, queued: AtomicUsize::new(0), lost }
+    }
+
+    fn take(&self, n: usize) -> bool {
+        self.queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| q.checked_add(n).filter(|&t| t <= self.max))
+            .is_ok()
+    }
+
+    fn release(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    fn lose(&self) {
+        self.lost.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A message on its way to Redis, and whose share it is counted in.
 struct Outgoing {
     channel: Vec<u8>,
     payload: Vec<u8>,
-    lost: Arc<AtomicU64>,
+    share: Arc<Share>,
+}
+
+impl Outgoing {
+    fn cost(&self) -> usize {
+        self.channel.len() + self.payload.len() + MESSAGE_OVERHEAD
+    }
 }
 
 /// Why a request got no answer.
@@ -99,8 +136,6 @@ struct Link {
     /// error, not an outage).
     checked: AtomicBool,
     origin: [u8; ORIGIN],
-    /// Bytes of the messages waiting in the publish queue.
-    queued: AtomicUsize,
 }
 
 impl Link {
@@ -165,7 +200,7 @@ pub(crate) struct Redis {
     routes: Arc<Routes>,
     /// Wakes the upkeep task when `routes` changed.
     changed: Arc<Notify>,
-    outgoing: mpsc::Sender<Outgoing>,
+    outgoing: mpsc::UnboundedSender<Outgoing>,
 }
 
 impl Redis {
@@ -206,9 +241,9 @@ impl Redis {
             up: AtomicBool::new(true),
             checked: AtomicBool::new(false),
             origin,
-            queued: AtomicUsize::new(0),
         });
-        let (outgoing, queue) = mpsc::channel(PUBLISH_QUEUE);
+        // Unbounded as a channel, bounded by the listeners' shares.
+        let (outgoing, queue) = mpsc::unbounded_channel();
         tokio::spawn(publish(link.clone(), queue));
         let changed = Arc::new(Notify::new());
         let redis = Arc::new(Self { url: url.to_string(), link, routes, changed: changed.clone(), outgoing });
@@ -265,23 +300,21 @@ impl Redis {
     }
 
     /// Queues `body` for the other processes subscribed to `channel`;
-    /// never waits. A message that cannot be queued, or that Redis does
-    /// not take, is counted in `lost`.
-    pub(crate) fn publish(&self, channel: Vec<u8>, body: &[u8], lost: &Arc<AtomicU64>) {
-        let link = &self.link;
-        let len = channel.len() + ORIGIN + body.len();
-        let queued = link.queued.fetch_add(len, Ordering::AcqRel);
-        if !link.up.load(Ordering::Acquire) || queued + len > PUBLISH_QUEUE_BYTES {
-            link.queued.fetch_sub(len, Ordering::AcqRel);
-            lost.fetch_add(1, Ordering::Relaxed);
+    /// never waits. A message past its listener's `share`, or that Redis
+    /// does not take, is counted as lost there.
+    pub(crate) fn publish(&self, channel: Vec<u8>, body: &[u8], share: &Arc<Share>) {
+        let mut payload = Vec::with_capacity(ORIGIN + body.len());
+        payload.extend_from_slice(&self.link.origin);
+        payload.extend_from_slice(body);
+        let message = Outgoing { channel, payload, share: share.clone() };
+        let cost = message.cost();
+        if !self.link.up.load(Ordering::Acquire) || !share.take(cost) {
+            share.lose();
             return;
         }
-        let mut payload = Vec::with_capacity(ORIGIN + body.len());
-        payload.extend_from_slice(&link.origin);
-        payload.extend_from_slice(body);
-        if self.outgoing.try_send(Outgoing { channel, payload, lost: lost.clone() }).is_err() {
-            link.queued.fetch_sub(len, Ordering::AcqRel);
-            lost.fetch_add(1, Ordering::Relaxed);
+        if self.outgoing.send(message).is_err() {
+            share.release(cost);
+            share.lose();
         }
     }
 
@@ -324,7 +357,7 @@ fn arrive(routes: &Routes, origin: &[u8; ORIGIN], push: PushInfo) {
 }
 
 /// Publishes what is queued, a pipeline at a time, until the link is gone.
-async fn publish(link: Arc<Link>, mut queue: mpsc::Receiver<Outgoing>) {
+async fn publish(link: Arc<Link>, mut queue: mpsc::UnboundedReceiver<Outgoing>) {
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
         let mut pipe = redis::pipe();
@@ -334,9 +367,9 @@ async fn publish(link: Arc<Link>, mut queue: mpsc::Receiver<Outgoing>) {
         let deadline = Instant::now() + link.timeout;
         let sent = link.run(deadline, |mut c| async move { pipe.query_async::<()>(&mut c).await }).await;
         for m in batch.drain(..) {
-            link.queued.fetch_sub(m.channel.len() + m.payload.len(), Ordering::AcqRel);
+            m.share.release(m.cost());
             if sent.is_err() {
-                m.lost.fetch_add(1, Ordering::Relaxed);
+                m.share.lose();
             }
         }
     }
