@@ -68,8 +68,10 @@ impl Tenant {
         let loaded = sandbox::load(&config.listeners, config.cache_dir.as_deref())?;
         crate::os_limits::warn_if_too_low(loaded.pool.instances);
         let linker = plugin::linker(&loaded.engine)?;
-        let mut backplanes: HashMap<String, Arc<Backplane>> =
-            kept.iter().map(|t| (backplane_name(&t.config), t.backplane.clone())).collect();
+        // By name, and whether it is shared: a reload that changes a
+        // listener's shared-state gives it a backplane of the other kind.
+        let mut backplanes: HashMap<(String, bool), Arc<Backplane>> =
+            kept.iter().map(|t| ((backplane_name(&t.config), t.redis.is_some()), t.backplane.clone())).collect();
         let redis = match &config.redis {
             Some(url) => Some(match kept.iter().find_map(|t| t.redis.clone().filter(|r| r.url() == url)) {
                 Some(link) => link,
@@ -93,7 +95,7 @@ impl Tenant {
                 );
             }
             let name = backplane_name(l);
-            let backplane = backplanes.entry(name.clone()).or_insert_with(|| match &redis {
+            let backplane = backplanes.entry((name.clone(), redis.is_some())).or_insert_with(|| match &redis {
                 Some(redis) => Arc::new(Backplane::shared(redis.clone(), &name)),
                 None => Arc::default(),
             });

@@ -320,7 +320,13 @@ impl Redis {
 
     /// Subscribes this process to `channel`, whose messages go to `to`.
     pub(crate) fn want(&self, channel: Vec<u8>, topic: Arc<str>, to: Weak<dyn Remote>) {
-        lock(&self.routes).entry(channel).and_modify(|r| r.wanted += 1).or_insert(Route { topic, to, wanted: 1 });
+        let mut routes = lock(&self.routes);
+        let route = routes.entry(channel).or_insert_with(|| Route { topic, to: to.clone(), wanted: 0 });
+        route.wanted += 1;
+        if route.to.strong_count() == 0 {
+            route.to = to;
+        }
+        drop(routes);
         self.changed.notify_one();
     }
 
