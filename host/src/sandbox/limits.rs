@@ -1,12 +1,11 @@
 //! What one instance may grow to inside its sandbox: linear memory up to the
-//! listener's `memory-limit`, tables up to a fixed number of entries (or
-//! their declared initial size, if that is more).
+//! listener's `memory-limit`, tables up to a fixed number of entries (a
+//! plugin declaring a larger one is refused when it is loaded).
 
 use wasmtime::ResourceLimiter;
 
-/// Most table entries (function references) a table may grow to. A table
-/// declared larger (CPython's) is made at its declared size, and the pool's
-/// slots are sized for the largest such table, but it cannot grow.
+/// Most table entries (function references) a table may have; the pool's
+/// table slots are this large.
 pub(crate) const MAX_TABLE_ELEMENTS: usize = 20_000;
 
 /// Caps an instance's linear memory; growing past the cap traps with
@@ -38,9 +37,7 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        // `current == 0`: the table is being made at its declared size,
-        // which the pool was sized for when the component was loaded.
-        Ok(desired <= MAX_TABLE_ELEMENTS || current == 0)
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }

@@ -78,8 +78,19 @@ pub(crate) fn load(listeners: &[ListenerConfig], cache_dir: Option<&Path>) -> an
 }
 
 /// Whether `l`'s limits can hold an instance of its component at all (its
-/// memory as it starts), checked before compiling it.
+/// memory as it starts, its tables), checked before compiling it (and the
+/// tables again once wasmtime has counted them).
 fn fits(l: &ListenerConfig, needs: &engine::Needs) -> anyhow::Result<()> {
+    if needs.table_elements > limits::MAX_TABLE_ELEMENTS as u64 {
+        anyhow::bail!(
+            "listener `{}`: plugin `{}` declares a table of {} elements; pier allows at most {} (a CPython \
+             handler needs about 6,000): rebuild the plugin with fewer functions",
+            l.name,
+            l.plugin.display(),
+            needs.table_elements,
+            limits::MAX_TABLE_ELEMENTS
+        );
+    }
     if needs.initial_memory > l.memory_limit {
         anyhow::bail!(
             "listener `{}` (memory-limit {}): memory limit reached before the first call: plugin `{}` starts \
