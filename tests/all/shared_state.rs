@@ -71,6 +71,15 @@ fn two_processes_share_one_store_and_incr_is_atomic_across_them() {
     let mut c = connect(other.addr());
     assert_eq!(command(&mut a, &["SET", "mine", "1"]), "+OK");
     assert_eq!(command(&mut c, &["GET", "mine"]), "(nil)", "a tenant never sees another's keys");
+    // KEYS pages through the bucket (1,500 keys: two pages), from either
+    // process.
+    for i in 0..1500 {
+        assert_eq!(command(&mut a, &["SET", &format!("many{i}"), "v"]), "+OK");
+    }
+    let listed = redis_cli(p2.addr().port(), &["keys", "many*"]);
+    let lines: Vec<&str> = listed.lines().collect();
+    let unique: std::collections::HashSet<&str> = lines.iter().copied().collect();
+    assert_eq!((lines.len(), unique.len()), (1500, 1500), "every key, once");
     // The keys live in Redis, under the listener's prefix.
     let keys = redis_cli(redis.addr.port(), &["--scan", "--pattern", "pier:{cache}:*"]);
     assert!(keys.contains("pier:{cache}:kv:"), "{keys}");

@@ -108,6 +108,19 @@ static INCREMENT: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// KEYS: bucket. ARGV: cursor, count. One `HSCAN` page's keys, without
+/// their values (Redis 7.0 has no `NOVALUES`): `{next cursor, keys}`.
+static LIST: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local page = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+        local keys = {}
+        for i = 1, #page[2], 2 do keys[#keys + 1] = page[2][i] end
+        return {page[1], keys}
+        ",
+    )
+});
+
 /// Where one listener's store is in Redis.
 pub(crate) struct Place {
     redis: Arc<Redis>,
@@ -226,18 +239,11 @@ impl Bucket {
 
     /// One page of keys, from Redis's `HSCAN` cursor (`None`: the start).
     pub(crate) async fn list_keys(&self, cursor: Option<u64>, deadline: Instant) -> Result<KeyResponse, Error> {
-        let hash = &self.0.hash;
-        let scan = |mut c: redis::aio::ConnectionManager| async move {
-            redis::cmd("HSCAN")
-                .arg(hash)
-                .arg(cursor.unwrap_or(0))
-                .arg("COUNT")
-                .arg(PAGE)
-                .query_async::<(u64, Vec<Vec<u8>>)>(&mut c)
-                .await
-        };
-        let (next, pairs) = self.0.redis.run(deadline, scan).await.map_err(error)?;
-        let keys = pairs.into_iter().step_by(2).map(|k| String::from_utf8_lossy(&k).into_owned()).collect();
+        let mut call = LIST.key(&self.0.hash);
+        call.arg(cursor.unwrap_or(0)).arg(PAGE);
+        let scan = |mut c| async move { call.invoke_async::<(u64, Vec<Vec<u8>>)>(&mut c).await };
+        let (next, keys) = self.0.redis.run(deadline, scan).await.map_err(error)?;
+        let keys = keys.into_iter().map(|k| String::from_utf8_lossy(&k).into_owned()).collect();
         Ok(KeyResponse { keys, cursor: (next != 0).then_some(next) })
     }
 
