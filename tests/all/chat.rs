@@ -1,15 +1,23 @@
 //! The chat guest over the backplane, with raw sockets and socat.
 
 use crate::common::*;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 #[test]
 fn a_line_reaches_exactly_the_others_in_order_and_leaving_is_announced() {
     let pier = Pier::serve("chat", &[]);
-    let mut a = Chatter::join(pier.addr());
-    let mut b = Chatter::join(pier.addr());
+    a_line_reaches_exactly_the_others(pier.addr());
+}
+
+/// What any chat handler must do (the Python one's test calls it too): a
+/// line reaches the others in order and not its sender; a rename, a leave
+/// and a `/quit` are announced.
+pub(crate) fn a_line_reaches_exactly_the_others(addr: SocketAddr) {
+    let mut a = Chatter::join(addr);
+    let mut b = Chatter::join(addr);
     assert_eq!(a.line(), format!("* {} joined\n", b.nick));
-    let mut c = Chatter::join(pier.addr());
+    let mut c = Chatter::join(addr);
     assert_eq!(a.line(), format!("* {} joined\n", c.nick));
     assert_eq!(b.line(), format!("* {} joined\n", c.nick));
 

@@ -2,12 +2,31 @@
 
 use crate::common::*;
 use std::io::Write;
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr};
 
 #[test]
 fn one_byte_and_a_line_come_back() {
     let pier = Pier::serve("echo", &[]);
-    let mut s = connect(pier.addr());
+    one_byte_and_a_line(pier.addr());
+}
+
+#[test]
+fn four_mebibytes_written_and_read_concurrently() {
+    let pier = Pier::serve("echo", &[]);
+    four_mebibytes(pier.addr());
+}
+
+#[test]
+fn hundred_concurrent_connections_get_their_own_bytes() {
+    let pier = Pier::serve("echo", &[]);
+    hundred_connections(pier.addr());
+}
+
+// What any echo handler must do (the Python one's tests call these too).
+
+/// A byte and a line come back, then EOF after a half-close.
+pub(crate) fn one_byte_and_a_line(addr: SocketAddr) {
+    let mut s = connect(addr);
     s.write_all(b"x").unwrap();
     assert_eq!(read_n(&mut s, 1), b"x");
     s.write_all(b"hello, pier\n").unwrap();
@@ -16,19 +35,17 @@ fn one_byte_and_a_line_come_back() {
     assert_eq!(read_to_eof(&mut s), b"", "EOF after the echo of a half-closed connection");
 }
 
-#[test]
-fn four_mebibytes_written_and_read_concurrently() {
-    let pier = Pier::serve("echo", &[]);
+/// 4 MiB written while its echo is read.
+pub(crate) fn four_mebibytes(addr: SocketAddr) {
     let data = pattern(4, 4 << 20);
-    let got = exchange(pier.addr(), &data);
+    let got = exchange(addr, &data);
     assert_eq!(got.len(), data.len());
     assert!(got == data, "echoed bytes differ");
 }
 
-#[test]
-fn hundred_concurrent_connections_get_their_own_bytes() {
-    let pier = Pier::serve("echo", &[]);
-    let addr = pier.addr();
+/// 100 connections at once each get their own bytes back, and the server
+/// still answers after.
+pub(crate) fn hundred_connections(addr: SocketAddr) {
     let clients: Vec<_> = (0..100u64)
         .map(|i| {
             std::thread::spawn(move || {
@@ -41,7 +58,6 @@ fn hundred_concurrent_connections_get_their_own_bytes() {
     for c in clients {
         c.join().expect("client thread");
     }
-    // The server is still answering.
     assert_eq!(exchange(addr, b"still here"), b"still here");
 }
 

@@ -6,7 +6,7 @@
 use crate::common::*;
 use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -61,79 +61,22 @@ fn serve(name: &str, extra: &[&str]) -> Pier {
 
 #[test]
 fn python_echo_one_byte_and_a_line_come_back() {
-    let pier = serve("echo", &[]);
-    let mut s = connect(pier.addr());
-    s.write_all(b"x").unwrap();
-    assert_eq!(read_n(&mut s, 1), b"x");
-    s.write_all(b"hello, pier\n").unwrap();
-    assert_eq!(read_n(&mut s, 12), b"hello, pier\n");
-    s.shutdown(Shutdown::Write).unwrap();
-    assert_eq!(read_to_eof(&mut s), b"", "EOF after the echo of a half-closed connection");
+    crate::echo::one_byte_and_a_line(serve("echo", &[]).addr());
 }
 
 #[test]
 fn python_echo_four_mebibytes_written_and_read_concurrently() {
-    let pier = serve("echo", &[]);
-    let data = pattern(4, 4 << 20);
-    let got = exchange(pier.addr(), &data);
-    assert_eq!(got.len(), data.len());
-    assert!(got == data, "echoed bytes differ");
+    crate::echo::four_mebibytes(serve("echo", &[]).addr());
 }
 
 #[test]
 fn python_echo_hundred_concurrent_connections_get_their_own_bytes() {
-    let pier = serve("echo", &[]);
-    let addr = pier.addr();
-    let clients: Vec<_> = (0..100u64)
-        .map(|i| {
-            std::thread::spawn(move || {
-                let data = pattern(i + 100, 1000 + i as usize * 37);
-                let got = exchange(addr, &data);
-                assert!(got == data, "connection {i} got someone else's bytes");
-            })
-        })
-        .collect();
-    for c in clients {
-        c.join().expect("client thread");
-    }
-    assert_eq!(exchange(addr, b"still here"), b"still here");
+    crate::echo::hundred_connections(serve("echo", &[]).addr());
 }
 
 #[test]
 fn python_chat_a_line_reaches_the_others_in_order_and_leaving_is_announced() {
-    let pier = serve("chat", &[]);
-    let mut a = Chatter::join(pier.addr());
-    let mut b = Chatter::join(pier.addr());
-    assert_eq!(a.line(), format!("* {} joined\n", b.nick));
-    let mut c = Chatter::join(pier.addr());
-    assert_eq!(a.line(), format!("* {} joined\n", c.nick));
-    assert_eq!(b.line(), format!("* {} joined\n", c.nick));
-
-    for i in 0..5 {
-        a.say(&format!("hello {i}"));
-    }
-    for other in [&mut b, &mut c] {
-        for i in 0..5 {
-            assert_eq!(other.line(), format!("<{}> hello {i}\n", a.nick));
-        }
-    }
-
-    b.say("/nick bob");
-    assert_eq!(b.line(), "* you are now bob\n");
-    let renamed = format!("* {} is now known as bob\n", b.nick);
-    assert_eq!(a.line(), renamed);
-    assert_eq!(c.line(), renamed);
-    b.say("hi all");
-    assert_eq!(a.line(), "<bob> hi all\n");
-    assert_eq!(c.line(), "<bob> hi all\n");
-
-    let c_nick = c.nick.clone();
-    drop(c);
-    assert_eq!(a.line(), format!("* {c_nick} left\n"));
-    assert_eq!(b.line(), format!("* {c_nick} left\n"));
-    b.say("/quit");
-    assert_eq!(b.line(), "* bye\n");
-    assert_eq!(a.line(), "* bob left\n");
+    crate::chat::a_line_reaches_exactly_the_others(serve("chat", &[]).addr());
 }
 
 /// An exception ends its own instance (a trap, logged with the Python
