@@ -612,28 +612,8 @@ fn start_server(
 }
 
 /// Waits for `listening <name> <addr>`, then keeps draining stdout.
-async fn wait_listening(mut lines: Lines<BufReader<ChildStdout>>, server: &mut Server) -> Result<SocketAddr> {
-    let name = server.name.clone();
-    let line = match timeout(STARTUP, lines.next_line()).await {
-        Ok(Ok(Some(line))) => line,
-        Ok(Ok(None)) => {
-            let status = timeout(Duration::from_secs(5), server.child.wait()).await;
-            bail!("{name} exited before printing its `listening` line ({status:?}); see its stderr above")
-        }
-        Ok(Err(e)) => bail!("reading {name}'s stdout: {e}"),
-        Err(_) => bail!("{name} printed no `listening` line within {STARTUP:?}"),
-    };
-    let addr = line
-        .strip_prefix("listening ")
-        .and_then(|rest| rest.split_whitespace().nth(1))
-        .and_then(|a| a.parse().ok())
-        .with_context(|| format!("{name} printed `{line}`, expected `listening <name> <host:port>`"))?;
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            eprintln!("[{name} stdout] {line}");
-        }
-    });
-    Ok(addr)
+async fn wait_listening(lines: Lines<BufReader<ChildStdout>>, server: &mut Server) -> Result<SocketAddr> {
+    crate::run::listening_addr(&server.name, lines, &mut server.child).await
 }
 
 /// Sockets `pid` has open (connections, its listener, its own).

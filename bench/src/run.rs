@@ -21,8 +21,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::{sleep, timeout};
 
@@ -167,6 +167,37 @@ const STARTUP: Duration = Duration::from_secs(60);
 const STOP: Duration = Duration::from_secs(15);
 
 /// A server under test, running as our child.
+/// Waits for a child's `listening <name> <addr>` line (its first on
+/// stdout), then keeps draining its stdout: a later line must neither block
+/// nor kill the server.
+pub(crate) async fn listening_addr(
+    name: &str,
+    mut lines: Lines<BufReader<ChildStdout>>,
+    child: &mut Child,
+) -> Result<SocketAddr> {
+    let line = match timeout(STARTUP, lines.next_line()).await {
+        Ok(Ok(Some(line))) => line,
+        Ok(Ok(None)) => {
+            let status = timeout(STOP, child.wait()).await;
+            bail!("{name} exited before printing its `listening` line ({status:?}); see its stderr above")
+        }
+        Ok(Err(e)) => bail!("reading {name}'s stdout: {e}"),
+        Err(_) => bail!("{name} printed no `listening` line within {STARTUP:?}"),
+    };
+    let addr = line
+        .strip_prefix("listening ")
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        .and_then(|a| a.parse().ok())
+        .with_context(|| format!("{name} printed `{line}`, expected `listening <name> <host:port>`"))?;
+    let name = name.to_string();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("[{name} stdout] {line}");
+        }
+    });
+    Ok(addr)
+}
+
 struct Server {
     name: &'static str,
     child: Child,
@@ -189,27 +220,7 @@ impl Server {
             .with_context(|| format!("starting {name} ({})", program.display()))?;
         let pid = child.id().context("the child has no pid")?;
         let stdout = child.stdout.take().context("the child has no stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let line = match timeout(STARTUP, lines.next_line()).await {
-            Ok(Ok(Some(line))) => line,
-            Ok(Ok(None)) => {
-                let status = timeout(STOP, child.wait()).await;
-                bail!("{name} exited before printing its `listening` line ({status:?}); see its stderr above")
-            }
-            Ok(Err(e)) => bail!("reading {name}'s stdout: {e}"),
-            Err(_) => bail!("{name} printed no `listening` line within {STARTUP:?}"),
-        };
-        let addr = line
-            .strip_prefix("listening ")
-            .and_then(|rest| rest.split_whitespace().nth(1))
-            .and_then(|a| a.parse().ok())
-            .with_context(|| format!("{name} printed `{line}`, expected `listening <name> <host:port>`"))?;
-        // Keep draining stdout: a later line must neither block nor kill the server.
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                eprintln!("[{name} stdout] {line}");
-            }
-        });
+        let addr = listening_addr(name, BufReader::new(stdout).lines(), &mut child).await?;
         Ok(Server { name, child, pid, addr })
     }
 
