@@ -63,7 +63,6 @@ pub struct PoolSize {
     /// Per-slot maxima, over the components.
     pub memories_per_module: u32,
     pub tables_per_module: u32,
-    pub table_elements: usize,
     /// Largest linear memory any listener allows, in bytes.
     pub max_memory: u64,
     /// Bytes of each memory slot kept resident between instances.
@@ -81,7 +80,6 @@ impl PoolSize {
             tables: 0,
             memories_per_module: 1,
             tables_per_module: 1,
-            table_elements: MAX_TABLE_ELEMENTS,
             max_memory: 0,
             keep_resident: KEEP_RESIDENT,
         };
@@ -93,8 +91,6 @@ impl PoolSize {
             pool.tables = pool.tables.saturating_add(n.saturating_mul(needs.tables));
             pool.memories_per_module = pool.memories_per_module.max(needs.memories_per_module);
             pool.tables_per_module = pool.tables_per_module.max(needs.tables_per_module);
-            let elements = usize::try_from(needs.table_elements).unwrap_or(usize::MAX);
-            pool.table_elements = pool.table_elements.max(elements);
             pool.max_memory = pool.max_memory.max(l.memory_limit);
             if needs.initial_memory > LARGE_IMAGE {
                 pool.keep_resident = LARGE_KEEP_RESIDENT;
@@ -155,7 +151,9 @@ pub fn build(pool: PoolSize) -> anyhow::Result<Engine> {
         .total_stacks(n)
         .max_memories_per_module(pool.memories_per_module)
         .max_tables_per_module(pool.tables_per_module)
-        .table_elements(pool.table_elements)
+        // Every table slot holds the most a table may have; a plugin that
+        // declares more is refused when it is loaded.
+        .table_elements(MAX_TABLE_ELEMENTS)
         // An instance's own state (its vmctx) is allocated when it is made,
         // not reserved per slot: these are checks, and a component with
         // thousands of functions (CPython) needs more than the defaults.
