@@ -254,14 +254,7 @@ impl Redis {
     /// Whether Redis answers a PING on both connections within the timeout.
     pub(crate) async fn ping(&self) -> anyhow::Result<()> {
         let link = &self.link;
-        let check = async {
-            let mut requests = link.requests.clone();
-            let mut subscriber = link.subscriber.clone();
-            let _: String = redis::cmd("PING").query_async(&mut requests).await?;
-            let _: String = redis::cmd("PING").query_async(&mut subscriber).await?;
-            Ok::<_, RedisError>(())
-        };
-        match tokio::time::timeout(link.timeout.max(Duration::from_secs(2)), check).await {
+        match ping_both(link, link.timeout.max(Duration::from_secs(2))).await {
             Ok(Ok(())) => {
                 link.checked.store(true, Ordering::Release);
                 Ok(())
@@ -404,17 +397,21 @@ async fn upkeep(redis: Weak<Redis>, changed: Arc<Notify>) {
 
 /// PINGs both connections (which also makes a dropped one reconnect).
 async fn check(link: &Link) {
-    let ping = |mut c: ConnectionManager| async move { redis::cmd("PING").query_async::<String>(&mut c).await };
-    let result = tokio::time::timeout(link.timeout, async {
-        ping(link.requests.clone()).await?;
-        ping(link.subscriber.clone()).await
-    })
-    .await;
-    match result {
-        Ok(Ok(_)) => link.up(),
+    match ping_both(link, link.timeout).await {
+        Ok(Ok(())) => link.up(),
         Ok(Err(e)) => link.down(&e),
         Err(_) => link.down(&format!("no answer within redis-timeout {:?}", link.timeout)),
     }
+}
+
+/// PINGs the requests connection, then the subscriber, within `wait`.
+async fn ping_both(link: &Link, wait: Duration) -> Result<redis::RedisResult<()>, tokio::time::error::Elapsed> {
+    let ping = |mut c: ConnectionManager| async move { redis::cmd("PING").query_async::<String>(&mut c).await };
+    tokio::time::timeout(wait, async {
+        ping(link.requests.clone()).await?;
+        ping(link.subscriber.clone()).await.map(drop)
+    })
+    .await
 }
 
 async fn reconcile(link: &Link, wanted: &HashSet<Vec<u8>>, subscribed: &mut HashSet<Vec<u8>>) {
