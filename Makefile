@@ -4,7 +4,7 @@
 #   make test   install what the tests need, build, run the whole suite
 
 CARGO   ?= cargo
-GUESTS  := echo chargen chat fortune http-server resp smtp proxy counter flow chaos misbehave hostile commands wrong-world
+GUESTS  := echo chargen chat fortune http-server resp smtp proxy counter flow chaos misbehave hostile commands wrong-world server-echo server-chat server-faults
 WASM    := target/wasm32-wasip2/release
 PIER    := target/release/pier
 BENCH   := target/release/pier-bench
@@ -13,7 +13,7 @@ BENCH   := target/release/pier-bench
 # selection unifies features differently: pier-bench adds tokio/process, the
 # guests' wit-bindgen macro adds anyhow/std under wasmtime's own macro).
 # `--bins` on build: the guests' cdylibs do not link natively.
-NATIVE   := pier pier-bench pier-guest resp http-server smtp
+NATIVE   := pier pier-bench pier-guest pier-server-guest resp http-server smtp
 # What the tests and benchmarks run besides pier (nc, socat, curl, wrk,
 # redis-cli, redis-benchmark, redis-server, promtool, systemd-socket-activate);
 # running pier needs none of them.

@@ -41,6 +41,9 @@ pub struct RunArgs {
     /// The echo guest component (`make build`).
     #[arg(long, default_value = "target/wasm32-wasip2/release/echo.wasm")]
     pub plugin: PathBuf,
+    /// The `server-handler` echo guest of the server-handler rows (`make build`).
+    #[arg(long, default_value = "target/wasm32-wasip2/release/server_echo.wasm")]
+    pub server_plugin: PathBuf,
     /// The Python echo guest component of the python rows (`make build`).
     #[arg(long, default_value = "target/python/echo.wasm")]
     pub python_plugin: PathBuf,
@@ -85,6 +88,9 @@ pub enum Part {
     Http,
     /// The Python echo (componentize-py) vs the Rust echo: churn, idle, instantiate.
     Python,
+    /// echo, churn and idle of the `server-handler` echo (one instance for
+    /// all connections) vs the native tokio echo server.
+    Server,
 }
 
 /// What to run, derived from the flags.
@@ -308,8 +314,11 @@ pub async fn run(args: RunArgs) -> Result<bool> {
     let native_args: Vec<String> = ["native-echo", "--listen", "127.0.0.1:0"].map(String::from).to_vec();
     let me = std::env::current_exe().context("finding pier-bench's own path")?;
 
-    let mut results =
-        if wants(Part::Echo) { echo_vs_native(&plan, &args, &pier_args, &native_args, &me).await? } else { Vec::new() };
+    let mut results = if wants(Part::Echo) {
+        echo_vs_native(&plan, &args, &pier_args, &native_args, &me, "").await?
+    } else {
+        Vec::new()
+    };
 
     let mut pending = Vec::new();
     // Whether the TLS rows ran, and whether they failed before giving numbers.
@@ -341,6 +350,22 @@ pub async fn run(args: RunArgs) -> Result<bool> {
             }
         } else {
             pending.push(Pending { scenario: INETD_ROWS, status: format!("skipped: {} is not built", cat.display()) });
+        }
+    }
+
+    if wants(Part::Server) {
+        if args.server_plugin.is_file() {
+            let server_args: Vec<String> = pier_args
+                .iter()
+                .map(|a| if *a == plugin { args.server_plugin.display().to_string() } else { a.clone() })
+                .collect();
+            match echo_vs_native(&plan, &args, &server_args, &native_args, &me, "server-handler: ").await {
+                Ok(rows) => results.extend(rows),
+                Err(e) => pending.push(Pending { scenario: SERVER_ROWS, status: format!("error: {e:#}") }),
+            }
+        } else {
+            let status = format!("skipped: {} is not built (`make build`)", args.server_plugin.display());
+            pending.push(Pending { scenario: SERVER_ROWS, status });
         }
     }
 
@@ -618,6 +643,9 @@ async fn stop_both(pier: Server, native: Server) {
     }
 }
 
+/// The table's line for the server-handler rows when they did not run.
+const SERVER_ROWS: &str = "server-handler rows (server-echo, one instance for all connections, vs native tokio)";
+
 /// The table's line for the python rows when they did not run.
 const PYTHON_ROWS: &str = "python rows (echo.py, componentize-py, vs the Rust echo handler)";
 
@@ -715,6 +743,7 @@ async fn echo_vs_native(
     pier_args: &[String],
     native_args: &[String],
     me: &Path,
+    prefix: &str,
 ) -> Result<Vec<ScenarioResult>> {
     let pier = Server::start("pier", &args.pier, pier_args).await?;
     let native = match Server::start("native", me, native_args).await {
@@ -726,7 +755,7 @@ async fn echo_vs_native(
     };
     eprintln!("pier (pid {}) on {}, native (pid {}) on {}", pier.pid, pier.addr, native.pid, native.addr);
 
-    let outcome = interruptible(scenarios(plan, &pier, &native)).await;
+    let outcome = interruptible(scenarios(plan, &pier, &native, prefix)).await;
     stop_both(pier, native).await;
     outcome
 }
@@ -735,18 +764,19 @@ async fn echo_vs_native(
 /// in rounds (pier, baseline, pier, baseline...) and report the round with
 /// the median ratio, so that a noisy neighbour's burst during one round
 /// does not become the result.
-async fn scenarios(plan: &Plan, pier: &Server, native: &Server) -> Vec<ScenarioResult> {
+async fn scenarios(plan: &Plan, pier: &Server, native: &Server, prefix: &str) -> Vec<ScenarioResult> {
     let mut results = Vec::new();
     for size in plan.echo_sizes {
         let p = EchoParams { conns: plan.echo_conns, size, window: plan.window, io_timeout: plan.io_timeout };
-        let label = format!("echo {} × {} conns", size_name(size), p.conns);
-        let short = format!("echo {}", size_name(size));
+        let label = format!("{prefix}echo {} × {} conns", size_name(size), p.conns);
+        let short = format!("{prefix}echo {}", size_name(size));
         results.push(echo_pair(plan, label, short, &Transport::Plain, p, pier, native).await);
     }
 
     let p = ChurnParams { clients: plan.churn_clients, window: plan.window, io_timeout: plan.io_timeout };
-    let label = format!("churn × {} clients", p.clients);
-    results.push(churn_pair(plan, label, "churn".into(), Kind::Churn, &Transport::Plain, p, pier, native).await);
+    let label = format!("{prefix}churn × {} clients", p.clients);
+    let short = format!("{prefix}churn");
+    results.push(churn_pair(plan, label, short, Kind::Churn, &Transport::Plain, p, pier, native).await);
 
     let p = IdleParams {
         conns: plan.idle_conns,
@@ -754,8 +784,8 @@ async fn scenarios(plan: &Plan, pier: &Server, native: &Server) -> Vec<ScenarioR
         settle: plan.idle_settle,
         io_timeout: plan.io_timeout,
     };
-    let label = format!("idle × {} conns", p.conns);
-    results.push(idle_pair(plan, &label, "idle", &Transport::Plain, p, pier, native).await);
+    let label = format!("{prefix}idle × {} conns", p.conns);
+    results.push(idle_pair(plan, &label, &format!("{prefix}idle"), &Transport::Plain, p, pier, native).await);
     results
 }
 

@@ -1,8 +1,8 @@
 //! Rust bindings of `wit/pier.wit`, generated at build time: the contract's
 //! Rust face. Inbox calls are async so that a guest yields to tokio at every
 //! epoch tick and a per-call deadline can be raced outside the store.
-//! Imported resources (the key-value `bucket`) are left to their services,
-//! which keep what each handle stands for.
+//! Imported resources (the key-value `bucket`, a `server-handler`'s `conn`)
+//! are left to their services, which keep what each handle stands for.
 
 wasmtime::component::bindgen!({
     path: "wit",
@@ -12,5 +12,26 @@ wasmtime::component::bindgen!({
     imports: { "wasi:keyvalue/store": async, "wasi:keyvalue/atomics": async },
 });
 
+/// The `server-handler` world: what it shares with `connection-handler`
+/// (types, config, limits, the key-value store) is the bindings above.
+pub mod server {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "server-handler",
+        exports: { default: async },
+        imports: { "pier:server/connections": trappable },
+        with: {
+            "pier:server/types": super::pier::server::types,
+            "pier:server/config": super::pier::server::config,
+            "pier:server/limits": super::pier::server::limits,
+            "wasi:keyvalue": super::wasi::keyvalue,
+            "pier:server/connections.conn": crate::sandbox::conns::Handle,
+        },
+    });
+
+    pub use pier::server::connections;
+}
+
 pub use self::pier::server::types::{SendError, TlsInfo};
 pub use exports::pier::server::inbox::{ConnectionInfo, ShutdownReason as WitShutdownReason, UpstreamEvent};
+pub use server::{ServerHandler, ServerHandlerPre};

@@ -19,6 +19,8 @@
 //! - `shutdown`: how `serverShutdown` reaches every connection.
 //! - `csa`: one task per connection: socket <-> handler instance (or a
 //!   `wasi:cli` command, inetd-style).
+//! - `server_handler`: the `server-handler` world: one instance per
+//!   listener, fed by every connection's task.
 //! - `tls`: TLS terminated in the host (rustls): certificates, handshakes,
 //!   the record layer.
 //! - `proxy_protocol`: the PROXY protocol header a load balancer sends.
@@ -70,6 +72,7 @@ mod proxy_protocol;
 mod reload;
 mod sandbox;
 mod server;
+mod server_handler;
 mod services;
 mod shutdown;
 mod stats;

@@ -7,6 +7,8 @@ use crate::csa::{self, Accepted};
 use crate::events::{Events, ServerEvent, ShutdownReason};
 use crate::outbox::CsaHandle;
 use crate::proxy_protocol;
+use crate::sandbox::plugin::Pre;
+use crate::server_handler::{self, Instance};
 use crate::shutdown::Stop;
 use crate::tenant::Tenant;
 use anyhow::{Context, bail};
@@ -138,7 +140,8 @@ fn random_u32() -> u32 {
 /// connections get (a reload swaps it; live connections keep the one they
 /// started with), its room for connections, and whether it was removed.
 pub(crate) struct Slot {
-    tenant: Mutex<Arc<Tenant>>,
+    /// With its instance, for a `server-handler`.
+    tenant: Mutex<(Arc<Tenant>, Option<Arc<Instance>>)>,
     room: Arc<Semaphore>,
     retired: CancellationToken,
     pub(crate) addr: SocketAddr,
@@ -150,11 +153,18 @@ pub(crate) struct Slot {
 impl Slot {
     pub(crate) fn new(tenant: Arc<Tenant>, addr: SocketAddr, fd: std::os::fd::RawFd) -> Arc<Self> {
         let room = Arc::new(Semaphore::new(tenant.config.max_connections as usize));
-        Arc::new(Self { tenant: Mutex::new(tenant), room, retired: CancellationToken::new(), addr, fd })
+        let current = Mutex::new(with_instance(tenant));
+        Arc::new(Self { tenant: current, room, retired: CancellationToken::new(), addr, fd })
     }
 
     /// The tenant a connection accepted now gets.
     pub(crate) fn current(&self) -> Arc<Tenant> {
+        self.serving().0
+    }
+
+    /// The tenant a connection accepted now gets, and its instance if it
+    /// is a `server-handler`.
+    fn serving(&self) -> (Arc<Tenant>, Option<Arc<Instance>>) {
         self.tenant.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -163,19 +173,26 @@ impl Slot {
     /// are not cut).
     pub(crate) fn swap(&self, tenant: Arc<Tenant>) {
         let mut current = self.tenant.lock().unwrap_or_else(|p| p.into_inner());
-        let (old, new) = (current.config.max_connections as usize, tenant.config.max_connections as usize);
+        let (old, new) = (current.0.config.max_connections as usize, tenant.config.max_connections as usize);
         if new > old {
             self.room.add_permits(new - old);
         } else {
             self.room.forget_permits(old - new);
         }
-        *current = tenant;
+        *current = with_instance(tenant);
     }
 
     /// Stops accepting; the listening socket closes.
     pub(crate) fn retire(&self) {
         self.retired.cancel();
     }
+}
+
+/// A tenant and, for a `server-handler`, the instance its connections
+/// share (a reload's new tenant gets a new one).
+fn with_instance(tenant: Arc<Tenant>) -> (Arc<Tenant>, Option<Arc<Instance>>) {
+    let instance = matches!(tenant.pre, Pre::Server(_)).then(|| Instance::start(&tenant));
+    (tenant, instance)
 }
 
 /// The listeners being served now, and what reloads did: what the metrics
@@ -233,7 +250,7 @@ pub(crate) async fn accept_loop(
                 }
             },
         };
-        let tenant = slot.current();
+        let (tenant, instance) = slot.serving();
         tune(&stream, &tenant.config);
         // A plain listener numbers and announces its connections here, in
         // accept order; a proxy-protocol one once the header is in.
@@ -244,7 +261,7 @@ pub(crate) async fn accept_loop(
         };
         let (events, stop, rejects) = (events.clone(), stop.clone(), rejects.clone());
         tasks.spawn(async move {
-            connection(handoff, peer, tenant, events, stop, &rejects).await;
+            connection(handoff, peer, (tenant, instance), events, stop, &rejects).await;
             drop(permit);
         });
     }
@@ -266,7 +283,7 @@ enum Handoff {
 async fn connection(
     handoff: Handoff,
     socket_peer: SocketAddr,
-    tenant: Arc<Tenant>,
+    (tenant, instance): (Arc<Tenant>, Option<Arc<Instance>>),
     events: Events,
     stop: Stop,
     rejects: &Mutex<FailureLog>,
@@ -313,7 +330,10 @@ async fn connection(
     async move {
         let (id, listener) = (conn.id, tenant.name.clone());
         let stats = tenant.stats.clone();
-        let reason = csa::serve(conn, tenant, stop).await;
+        let reason = match instance {
+            Some(instance) => server_handler::serve(conn, tenant, stop, instance).await,
+            None => csa::serve(conn, tenant, stop).await,
+        };
         stats.ended(&reason);
         if reason.instance_failed() {
             warn!(%reason, "handler failed; connection closed");

@@ -94,6 +94,14 @@ impl Tenant {
                     l.plugin.display()
                 );
             }
+            if matches!(pre, Pre::Server(_)) && l.has_tls() {
+                anyhow::bail!(
+                    "listener `{}`: plugin `{}` is a server-handler, which pier does not serve over TLS yet: \
+                     remove tls-cert and tls-key, or serve a connection-handler",
+                    l.name,
+                    l.plugin.display()
+                );
+            }
             let name = backplane_name(l);
             let backplane = backplanes.entry((name.clone(), redis.is_some())).or_insert_with(|| match &redis {
                 Some(redis) => Arc::new(Backplane::shared(redis.clone(), &name)),

@@ -25,6 +25,7 @@ mod python;
 mod reload;
 mod resp;
 mod resp_conformance;
+mod server_handler;
 mod shared_state;
 mod shutdown;
 mod smtp;

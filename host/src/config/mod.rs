@@ -72,6 +72,11 @@ pub struct ListenerConfig {
     /// Undelivered backplane bytes the listener's connections may have.
     #[serde(serialize_with = "units::serialize_usize")]
     pub backplane_max_bytes: usize,
+    /// On a `server-handler` listener: bytes read from its peers and waiting
+    /// for its one instance; past it, reading stops until the instance
+    /// catches up.
+    #[serde(serialize_with = "units::serialize_usize")]
+    pub queue_max_bytes: usize,
     /// Log lines per second one connection's handler may write.
     pub log_rate: u32,
     /// Timers one connection's handler may have pending at once.
@@ -155,6 +160,7 @@ impl ListenerConfig {
             kv_max_bytes: 64 << 20,
             kv_max_keys: 1_000_000,
             backplane_max_bytes: 16 << 20,
+            queue_max_bytes: 1 << 20,
             log_rate: 100,
             max_timers: 64,
             allow_connect: Vec::new(),
@@ -204,6 +210,9 @@ impl ListenerConfig {
         }
         if self.kv_max_bytes == 0 || self.kv_max_keys == 0 || self.backplane_max_bytes == 0 || self.log_rate == 0 {
             bail!("listener `{name}`: kv-max-bytes, kv-max-keys, backplane-max-bytes and log-rate must be at least 1");
+        }
+        if self.queue_max_bytes < 32 << 10 {
+            bail!("listener `{name}`: queue-max-bytes must be at least 32KiB (one read from a peer)");
         }
         if self.memory_limit < 64 << 10 {
             bail!("listener `{name}`: memory-limit must be at least 64 KiB (one wasm page)");

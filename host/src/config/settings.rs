@@ -84,6 +84,10 @@ pub struct ListenerSettings {
     /// all; past it new messages to them are dropped (counted).
     #[arg(long, value_name = "SIZE")]
     pub backplane_max_bytes: Option<Size>,
+    /// On a server-handler listener: bytes read from its peers that may wait
+    /// for its one instance; past it, reading stops until it catches up.
+    #[arg(long, value_name = "SIZE")]
+    pub queue_max_bytes: Option<Size>,
     /// Log lines per second one connection's handler may write (stdout and
     /// stderr together); the excess is dropped and counted.
     #[arg(long, value_name = "N")]
@@ -257,6 +261,7 @@ impl ListenerSettings {
         set(&mut c.kv_max_bytes, self.kv_max_bytes.map(|s| s.0));
         set(&mut c.kv_max_keys, self.kv_max_keys);
         set(&mut c.backplane_max_bytes, self.backplane_max_bytes.map(|s| to_usize(s.0)));
+        set(&mut c.queue_max_bytes, self.queue_max_bytes.map(|s| to_usize(s.0)));
         set(&mut c.log_rate, self.log_rate);
         set(&mut c.max_timers, self.max_timers);
         set(&mut c.allow_connect, self.allow_connect.clone());

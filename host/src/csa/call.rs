@@ -43,16 +43,16 @@ impl Inbox<'_> {
 /// from its start (`cpu-limit`: time spent waiting for a worker thread
 /// counts too); all of them, the time spent running the guest
 /// (`cpu-budget`: the time inside the call's polls, waits excluded).
-pub(super) struct Clock {
+pub(crate) struct Clock {
     limit: Duration,
     budget: Duration,
     used: Duration,
     /// How long the last call took, start to end (for the metrics).
-    pub(super) last_call: Duration,
+    pub(crate) last_call: Duration,
 }
 
 impl Clock {
-    pub(super) fn new(limit: Duration, budget: Duration) -> Self {
+    pub(crate) fn new(limit: Duration, budget: Duration) -> Self {
         Self { limit, budget, used: Duration::ZERO, last_call: Duration::ZERO }
     }
 }
@@ -70,13 +70,7 @@ pub(super) async fn call(
     what: Inbox<'_>,
 ) -> Result<(), ShutdownReason> {
     let inbox = handler.pier_server_inbox();
-    // The deadline is relative to the epoch when it is set: set it now, or a
-    // call after a quiet spell would find it long passed and yield at once
-    // (a timer registration and a wake-up for every message).
-    store.set_epoch_deadline(1);
-    let started = Instant::now();
-    let deadline = started + clock.limit;
-    store.data_mut().services.keyvalue.set_deadline(deadline);
+    let deadline = clock.start(store);
     let fut = async {
         match what {
             Inbox::NewCsa(info) => inbox.call_new_csa(&mut *store, &info).await,
@@ -89,44 +83,71 @@ pub(super) async fn call(
             Inbox::ShutdownCsa(reason) => inbox.call_shutdown_csa(&mut *store, &reason).await,
         }
     };
-    let mut fut = std::pin::pin!(fut);
-    // Armed only when the call does not end in its first poll (it yielded
-    // at an epoch tick, or waits on the host): most calls never need one.
-    let mut timer: Option<Pin<Box<Sleep>>> = None;
-    let outcome = std::future::poll_fn(|cx| {
-        let polled = Instant::now();
-        let result = fut.as_mut().poll(cx);
-        let now = Instant::now();
-        clock.used += now - polled;
-        if let Poll::Ready(r) = result {
-            return Poll::Ready(r.map_err(|trap| trap_reason(&trap)));
-        }
-        if clock.used > clock.budget {
-            return Poll::Ready(Err(ShutdownReason::CpuBudget));
-        }
-        // A guest that runs yields at every epoch tick and is polled again
-        // at once, so tokio's timer (which fires only when a worker parks,
-        // or every 61 polls) would see the deadline late: look at the clock.
-        if now >= deadline {
-            return Poll::Ready(Err(ShutdownReason::CpuLimit));
-        }
-        if doorbell.poll_abort(cx) {
-            return Poll::Ready(Err(ShutdownReason::ServerShutdown));
-        }
-        // For a call waiting on the host, which is not polled meanwhile.
-        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        timer.as_mut().poll(cx).map(|()| Err(ShutdownReason::CpuLimit))
-    })
-    .await;
-    clock.last_call = started.elapsed();
-    outcome?;
-    if clock.used > clock.budget {
-        return Err(ShutdownReason::CpuBudget);
-    }
-    Ok(())
+    clock.run(deadline, doorbell, fut).await
 }
 
-pub(super) fn trap_reason(err: &wasmtime::Error) -> ShutdownReason {
+impl Clock {
+    /// Readies `store` for a call starting now; returns its deadline.
+    pub(crate) fn start(&mut self, store: &mut Store<HostState>) -> Instant {
+        // The deadline is relative to the epoch when it is set: set it now,
+        // or a call after a quiet spell would find it long passed and yield
+        // at once (a timer registration and a wake-up for every message).
+        store.set_epoch_deadline(1);
+        let deadline = Instant::now() + self.limit;
+        store.data_mut().services.keyvalue.set_deadline(deadline);
+        deadline
+    }
+
+    /// Runs `fut`, an inbox call made after [`start`](Self::start) gave
+    /// `deadline`, within the clock's bounds (see [`call`]).
+    pub(crate) async fn run(
+        &mut self,
+        deadline: Instant,
+        doorbell: &Doorbell,
+        fut: impl Future<Output = wasmtime::Result<()>>,
+    ) -> Result<(), ShutdownReason> {
+        let started = Instant::now();
+        let mut fut = std::pin::pin!(fut);
+        // Armed only when the call does not end in its first poll (it
+        // yielded at an epoch tick, or waits on the host): most calls never
+        // need one.
+        let mut timer: Option<Pin<Box<Sleep>>> = None;
+        let outcome = std::future::poll_fn(|cx| {
+            let polled = Instant::now();
+            let result = fut.as_mut().poll(cx);
+            let now = Instant::now();
+            self.used += now - polled;
+            if let Poll::Ready(r) = result {
+                return Poll::Ready(r.map_err(|trap| trap_reason(&trap)));
+            }
+            if self.used > self.budget {
+                return Poll::Ready(Err(ShutdownReason::CpuBudget));
+            }
+            // A guest that runs yields at every epoch tick and is polled
+            // again at once, so tokio's timer (which fires only when a
+            // worker parks, or every 61 polls) would see the deadline late:
+            // look at the clock.
+            if now >= deadline {
+                return Poll::Ready(Err(ShutdownReason::CpuLimit));
+            }
+            if doorbell.poll_abort(cx) {
+                return Poll::Ready(Err(ShutdownReason::ServerShutdown));
+            }
+            // For a call waiting on the host, which is not polled meanwhile.
+            let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            timer.as_mut().poll(cx).map(|()| Err(ShutdownReason::CpuLimit))
+        })
+        .await;
+        self.last_call = started.elapsed();
+        outcome?;
+        if self.used > self.budget {
+            return Err(ShutdownReason::CpuBudget);
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn trap_reason(err: &wasmtime::Error) -> ShutdownReason {
     if MemoryLimitExceeded::is_cause_of(err) {
         return ShutdownReason::MemoryLimit;
     }
@@ -138,7 +159,7 @@ pub(super) fn trap_reason(err: &wasmtime::Error) -> ShutdownReason {
 }
 
 /// The WIT reason for a host reason the handler can still be told.
-pub(super) fn wit_reason(reason: &ShutdownReason) -> Option<WitShutdownReason> {
+pub(crate) fn wit_reason(reason: &ShutdownReason) -> Option<WitShutdownReason> {
     Some(match reason {
         ShutdownReason::PeerClosed => WitShutdownReason::PeerClosed,
         ShutdownReason::PeerReset => WitShutdownReason::PeerReset,

@@ -71,7 +71,7 @@ pub(super) async fn socket_io(
 /// A `READ_CHUNK` buffer from a small per-thread pool: reads reuse warm
 /// buffers (zeroed once, when first made) without allocating, and idle
 /// connections hold none.
-pub(super) struct ReadBuffer(pub(super) Vec<u8>);
+pub(crate) struct ReadBuffer(pub(crate) Vec<u8>);
 
 thread_local! {
     static READ_BUFFERS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -100,8 +100,23 @@ impl Drop for ReadBuffer {
     }
 }
 
+/// Reads what a socket shared with others has (0: the peer sent FIN),
+/// into a pooled buffer taken once it is readable.
+pub(crate) async fn read_shared(stream: &TcpStream) -> io::Result<(ReadBuffer, usize)> {
+    loop {
+        stream.readable().await?;
+        let mut buf = ReadBuffer::take();
+        match stream.try_read(&mut buf.0) {
+            Ok(n) => return Ok((buf, n)),
+            // Spurious readiness: tokio cleared it; wait again.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Closes our write side (FIN) without giving up the stream.
-pub(super) fn shutdown_write(stream: &TcpStream) {
+pub(crate) fn shutdown_write(stream: &TcpStream) {
     let _ = socket2::SockRef::from(stream).shutdown(Shutdown::Write);
 }
 
@@ -109,7 +124,7 @@ pub(super) fn shutdown_write(stream: &TcpStream) {
 /// FIN, so that closing a socket with unread input does not reset the
 /// connection and destroy an answer the peer has not read yet. Bounded in
 /// time and bytes; `ABORT` on the doorbell cuts it short.
-pub(super) async fn linger(stream: &TcpStream, doorbell: &Doorbell) {
+pub(crate) async fn linger(stream: &TcpStream, doorbell: &Doorbell) {
     let deadline = Instant::now() + LINGER_TIME;
     let mut discarded = 0;
     // A pooled buffer, not an array here: this future's size is every
@@ -134,7 +149,7 @@ pub(super) async fn linger(stream: &TcpStream, doorbell: &Doorbell) {
 }
 
 /// The reason a socket error ends a connection with.
-pub(super) fn io_reason(e: &io::Error) -> ShutdownReason {
+pub(crate) fn io_reason(e: &io::Error) -> ShutdownReason {
     if let Some(tls) = tls_error(e) {
         return ShutdownReason::TlsError(tls.to_string());
     }

@@ -11,9 +11,9 @@
 //! - [`io`]: the socket: readiness, pooled read buffers, the orderly close.
 //! - [`call`]: one inbox call under the listener's deadline.
 
-mod call;
+pub(crate) mod call;
 mod command;
-mod io;
+pub(crate) mod io;
 
 pub use io::READ_CHUNK;
 

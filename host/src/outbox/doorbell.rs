@@ -13,6 +13,11 @@ pub(crate) const RING: u8 = 1;
 pub(crate) const SHUTDOWN: u8 = 2;
 /// The grace period is over: close now.
 pub(crate) const ABORT: u8 = 4;
+/// A `server-handler` connection's event was handled by its instance.
+pub(crate) const DONE: u8 = 8;
+/// A `server-handler` connection's instance failed: it ends (`Conn::fault`
+/// says why).
+pub(crate) const FAULT: u8 = 16;
 
 #[derive(Debug, Default)]
 pub(crate) struct Doorbell {

@@ -6,10 +6,12 @@
 //! - [`plugin`]: reading, checking, measuring and linking a handler component.
 //! - [`cache`]: compiled code kept across starts and reloads.
 //! - [`state`]: a store's contents and the host side of the outbox imports.
+//! - [`conns`]: the host side of a `server-handler`'s `conn` handles.
 //! - [`limits`]: memory and table limits, and the trap of the memory limit.
 //! - [`guest_log`]: a guest's stdout and stderr as log lines.
 
 pub(crate) mod cache;
+pub(crate) mod conns;
 pub(crate) mod engine;
 pub(crate) mod guest_log;
 pub(crate) mod limits;

@@ -1,11 +1,12 @@
 //! Loading a handler component: read, check it is a component of the
-//! `connection-handler` world (or a `wasi:cli/command`, served inetd-style),
+//! `connection-handler` or `server-handler` world (or a `wasi:cli/command`,
+//! served inetd-style),
 //! link it once into an `InstancePre` so that each connection costs an
 //! instantiation, not a compilation.
 
 use super::engine::Needs;
 use super::state::HostState;
-use crate::bindings::ConnectionHandlerPre;
+use crate::bindings::{ConnectionHandlerPre, ServerHandlerPre};
 use anyhow::{Context, bail};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -111,6 +112,9 @@ fn count_instances(component: &[u8], needs: &mut Needs) -> anyhow::Result<()> {
 pub(crate) enum Pre {
     /// pier's `connection-handler`: inbox calls, one instance per connection.
     Handler(ConnectionHandlerPre<HostState>),
+    /// pier's `server-handler`: one instance for every connection of the
+    /// listener, each a `conn` handle.
+    Server(ServerHandlerPre<HostState>),
     /// A `wasi:cli/command` that imports nothing of pier's: one run per
     /// connection, its stdin and stdout the socket (inetd, `tcpserver`).
     Command(CommandPre<HostState>),
@@ -120,6 +124,7 @@ impl Pre {
     pub(crate) fn engine(&self) -> &Engine {
         match self {
             Pre::Handler(pre) => pre.engine(),
+            Pre::Server(pre) => pre.engine(),
             Pre::Command(pre) => pre.engine(),
         }
     }
@@ -127,6 +132,7 @@ impl Pre {
     pub(crate) fn component(&self) -> &Component {
         match self {
             Pre::Handler(pre) => pre.instance_pre().component(),
+            Pre::Server(pre) => pre.instance_pre().component(),
             Pre::Command(pre) => pre.instance_pre().component(),
         }
     }
@@ -135,6 +141,7 @@ impl Pre {
     pub(crate) async fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<()> {
         match self {
             Pre::Handler(pre) => pre.instantiate_async(store).await.map(drop),
+            Pre::Server(pre) => pre.instantiate_async(store).await.map(drop),
             Pre::Command(pre) => pre.instantiate_async(store).await.map(drop),
         }
     }
@@ -148,13 +155,13 @@ fn is_command(engine: &Engine, component: &Component) -> bool {
         && !ty.imports(engine).any(|(name, _)| name.starts_with("pier:server/"))
 }
 
-/// Links a compiled component as a `connection-handler` or a command, or
-/// says why not.
+/// Links a compiled component as a `connection-handler`, a
+/// `server-handler` or a command, or says why not.
 pub(crate) fn prepare(linker: &Linker<HostState>, component: &Component, path: &Path) -> anyhow::Result<Pre> {
     let not_handler = || {
         format!(
-            "plugin `{}` is not a pier connection-handler (build it against wit/ with `world connection-handler`) \
-             nor a wasi:cli command",
+            "plugin `{}` is not a pier connection-handler or server-handler (build it against wit/ with \
+             `world connection-handler` or `world server-handler`) nor a wasi:cli command",
             path.display()
         )
     };
@@ -162,7 +169,17 @@ pub(crate) fn prepare(linker: &Linker<HostState>, component: &Component, path: &
     if is_command(linker.engine(), component) {
         return CommandPre::new(pre).map(Pre::Command).map_err(anyhow::Error::from).with_context(not_handler);
     }
+    if exports(linker.engine(), component, SERVER_INBOX) {
+        return ServerHandlerPre::new(pre).map(Pre::Server).map_err(anyhow::Error::from).with_context(not_handler);
+    }
     ConnectionHandlerPre::new(pre).map(Pre::Handler).map_err(anyhow::Error::from).with_context(not_handler)
+}
+
+/// The export that makes a component a `server-handler`.
+const SERVER_INBOX: &str = "pier:server/server-inbox@0.1.0";
+
+fn exports(engine: &Engine, component: &Component, name: &str) -> bool {
+    component.component_type().exports(engine).any(|(export, _)| export == name)
 }
 
 /// What `pier check` prints: the world a plugin targets, its imports and
@@ -171,6 +188,8 @@ pub fn describe(engine: &Engine, component: &Component) -> String {
     let ty = component.component_type();
     let mut out = String::from(if is_command(engine, component) {
         "world: wasi:cli/command (served inetd-style)\n"
+    } else if exports(engine, component, SERVER_INBOX) {
+        "world: pier:server/server-handler@0.1.0 (one instance for all the listener's connections)\n"
     } else {
         "world: pier:server/connection-handler@0.1.0\n"
     });

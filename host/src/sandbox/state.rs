@@ -2,6 +2,7 @@
 //! granted), its memory limiter, its service clients, and its connection:
 //! the outbox it shares with the CSA task and the socket itself.
 
+use super::conns::{Conns, Handle};
 use super::guest_log::{GuestLog, LogRate, Stdio};
 use super::limits::MemoryLimiter;
 use crate::bindings::pier::server as pier;
@@ -13,7 +14,7 @@ use crate::tls::Tls;
 use std::io;
 use std::sync::Arc;
 use tokio::net::TcpStream;
-use wasmtime::component::{HasSelf, Linker, ResourceTable, WasmList};
+use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable, WasmList};
 use wasmtime_wasi::cli::{AsyncStdinStream, AsyncStdoutStream};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
@@ -26,12 +27,18 @@ pub(crate) const MAX_RESOURCES: usize = 1024;
 /// quietly lose the fast path.
 const OUTBOX_IMPORT: &str = "pier:server/outbox@0.1.0";
 
+/// The same for the `connections` interface of the `server-handler` world
+/// and the `send` of its `conn` resource.
+const CONNECTIONS_IMPORT: &str = "pier:server/connections@0.1.0";
+
 pub(crate) struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) peer: Peer,
     pub(crate) services: Services,
+    /// A `server-handler` instance's connections (empty for the others).
+    pub(crate) conns: Conns,
 }
 
 /// The guest's connection: the outbox its `send` fills, the socket, and
@@ -100,11 +107,12 @@ impl HostState {
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
         let limiter = MemoryLimiter { limit: usize::try_from(listener.memory_limit).unwrap_or(usize::MAX) };
-        Ok(Self { wasi: wasi.build(), table, limiter, peer, services })
+        Ok(Self { wasi: wasi.build(), table, limiter, peer, services, conns: Conns::default() })
     }
 
-    /// Links every import of the `connection-handler` world: WASI, the
-    /// outbox (with pier's own `send`) and each service's client.
+    /// Links every import of the `connection-handler` and `server-handler`
+    /// worlds: WASI, the outbox and the connections (with pier's own
+    /// `send`s) and each service's client.
     pub(crate) fn add_to_linker(linker: &mut Linker<Self>) -> anyhow::Result<()> {
         use bindings::wasi::keyvalue;
         type Kv = HasSelf<services::keyvalue::Client>;
@@ -129,6 +137,15 @@ impl HostState {
             |store: wasmtime::StoreContextMut<'_, Self>, (data,): (WasmList<u8>,)| {
                 let bytes = data.as_le_slice(&store);
                 Ok((store.data().peer.send(bytes).map_err(WitSendError::from),))
+            },
+        )?;
+        let mut connections = linker.instance(CONNECTIONS_IMPORT)?;
+        bindings::server::connections::add_to_linker_instance::<_, HasSelf<Conns>>(&mut connections, |s| &mut s.conns)?;
+        linker.instance(CONNECTIONS_IMPORT)?.func_wrap(
+            "[method]conn.send",
+            |store: wasmtime::StoreContextMut<'_, Self>, (conn, data): (Resource<Handle>, WasmList<u8>)| {
+                let bytes = data.as_le_slice(&store);
+                Ok((store.data().conns.send(&conn, bytes)?,))
             },
         )?;
         linker.allow_shadowing(false);

@@ -1,0 +1,120 @@
+//! The host side of a `server-handler`'s `connections` import: each `conn`
+//! handle its one instance holds stands for a [`Conn`], one connection's
+//! outbox and socket, shared with that connection's task.
+
+use crate::bindings::SendError as WitSendError;
+use crate::bindings::server::connections;
+use crate::events::ShutdownReason;
+use crate::outbox::Link;
+use crate::outbox::doorbell::RING;
+use std::sync::{Arc, OnceLock};
+use tokio::net::TcpStream;
+use wasmtime::component::{Resource, ResourceTable};
+
+/// One connection of a `server-handler` listener, as its task and the
+/// listener's instance both see it.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) id: u64,
+    pub(crate) link: Arc<Link>,
+    /// The socket, shared with the connection's task so that a `send` with
+    /// nothing queued writes to it during the call, from the guest's memory.
+    pub(crate) socket: Arc<TcpStream>,
+    /// Set once, by the instance's task, when the instance failed: why the
+    /// connection ends. (The `FAULT` bit on its doorbell says to look.)
+    pub(crate) fault: OnceLock<ShutdownReason>,
+}
+
+impl Conn {
+    /// `send`: with nothing queued, straight to the socket; what it did not
+    /// take is queued, and the connection's task is rung to write it.
+    pub(crate) fn send(&self, bytes: &[u8]) -> Result<(), crate::outbox::SendError> {
+        let mut outbox = self.link.outbox();
+        outbox.send_through(bytes, |b| self.socket.try_write(b))?;
+        let queued = outbox.queued() > 0;
+        drop(outbox);
+        if queued {
+            self.link.doorbell.ring(RING);
+        }
+        Ok(())
+    }
+
+    fn change(&self, change: impl FnOnce(&mut crate::outbox::Outbox)) {
+        change(&mut self.link.outbox());
+        self.link.doorbell.ring(RING);
+    }
+}
+
+/// What a `conn` handle stands for, in its instance's table.
+pub struct Handle(Arc<Conn>);
+
+/// The `conn` handles one instance holds, each a [`Conn`]. Bounded: an
+/// instance that never drops its handles fills it, and is ended for it.
+#[derive(Default)]
+pub(crate) struct Conns {
+    table: ResourceTable,
+}
+
+/// Why a `conn` handle could not be made.
+#[derive(Debug)]
+pub(crate) struct TooManyHandles(pub(crate) usize);
+
+impl Conns {
+    pub(crate) fn with_capacity(max: usize) -> Self {
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(max);
+        Self { table }
+    }
+
+    /// A new handle to `conn`, owned by the guest once given to `new-csa`.
+    pub(crate) fn add(&mut self, conn: Arc<Conn>) -> Result<Resource<Handle>, TooManyHandles> {
+        self.table.push(Handle(conn)).map_err(|_| TooManyHandles(self.table.max_capacity()))
+    }
+
+    fn get(&self, handle: &Resource<Handle>) -> wasmtime::Result<&Conn> {
+        Ok(&self.table.get(handle)?.0)
+    }
+
+    /// The fast `send`: the bytes in place in the guest's memory.
+    pub(crate) fn send(&self, handle: &Resource<Handle>, bytes: &[u8]) -> wasmtime::Result<Result<(), WitSendError>> {
+        Ok(self.get(handle)?.send(bytes).map_err(WitSendError::from))
+    }
+}
+
+impl connections::Host for Conns {}
+
+impl connections::HostConn for Conns {
+    fn id(&mut self, conn: Resource<Handle>) -> wasmtime::Result<u64> {
+        Ok(self.get(&conn)?.id)
+    }
+
+    /// Shadowed by the `send` that the linker links ([`Conns::send`]).
+    fn send(&mut self, conn: Resource<Handle>, data: Vec<u8>) -> wasmtime::Result<Result<(), WitSendError>> {
+        Conns::send(self, &conn, &data)
+    }
+
+    fn finish(&mut self, conn: Resource<Handle>) -> wasmtime::Result<()> {
+        self.get(&conn)?.change(|o| o.finish());
+        Ok(())
+    }
+
+    fn close(&mut self, conn: Resource<Handle>) -> wasmtime::Result<()> {
+        self.get(&conn)?.change(|o| o.close());
+        Ok(())
+    }
+
+    fn pause_reading(&mut self, conn: Resource<Handle>) -> wasmtime::Result<()> {
+        self.get(&conn)?.change(|o| o.reading_paused = true);
+        Ok(())
+    }
+
+    fn resume_reading(&mut self, conn: Resource<Handle>) -> wasmtime::Result<()> {
+        self.get(&conn)?.change(|o| o.reading_paused = false);
+        Ok(())
+    }
+
+    fn drop(&mut self, conn: Resource<Handle>) -> wasmtime::Result<()> {
+        self.table.delete(conn)?;
+        Ok(())
+    }
+}
