@@ -13,7 +13,7 @@ BENCH   := target/release/pier-bench
 # selection unifies features differently: pier-bench adds tokio/process, the
 # guests' wit-bindgen macro adds anyhow/std under wasmtime's own macro).
 # `--bins` on build: the guests' cdylibs do not link natively.
-NATIVE   := pier pier-bench pier-guest pier-server-guest resp http-server smtp
+NATIVE   := pier pier-bench pier-guest pier-guest-flow pier-server-guest resp http-server smtp
 # What the tests and benchmarks run besides pier (nc, socat, curl, wrk,
 # redis-cli, redis-benchmark, redis-server, promtool, systemd-socket-activate);
 # running pier needs none of them.
@@ -33,7 +33,7 @@ WASMTIME := target/tools/bin/wasmtime
 COMPONENTIZE_PY_VERSION := 0.25.1
 VENV        := target/venv
 COMPONENTIZE := $(VENV)/bin/componentize-py
-PY_GUESTS   := echo chat raise
+PY_GUESTS   := echo chat raise server-echo
 PY_WASM     := $(addprefix target/python/,$(addsuffix .wasm,$(PY_GUESTS)))
 WIT_FILES   := $(shell find wit -name '*.wit')
 
@@ -75,13 +75,14 @@ setup-python:
 		python3 -m venv $(VENV) && $(VENV)/bin/pip install -q --disable-pip-version-check componentize-py==$(COMPONENTIZE_PY_VERSION); \
 	fi
 
-# A Python handler: its sources (copied to target/python/src/NAME, so that
+# A Python handler (of the server-handler world if its name starts with
+# `server-`): its sources (copied to target/python/src/NAME, so that
 # componentize-py's __pycache__ stays out of guest/) and the WIT contract.
 .SECONDEXPANSION:
 target/python/%.wasm: $$(wildcard guest/python/$$*/*.py) $(WIT_FILES) | setup-python
 	@rm -rf target/python/src/$* && mkdir -p target/python/src/$*
 	@cp guest/python/$*/*.py target/python/src/$*/
-	$(COMPONENTIZE) -q -d wit -w connection-handler componentize -p target/python/src/$* app -o $@.tmp
+	$(COMPONENTIZE) -q -d wit -w $(if $(filter server-%,$*),server-handler,connection-handler) componentize -p target/python/src/$* app -o $@.tmp
 	@mv $@.tmp $@
 
 ## build: the host and pier-bench in release (features resolved over NATIVE, so
@@ -113,6 +114,7 @@ run: build
 	@echo "      swaks --server 127.0.0.1:7006 --to you@example.com --tls   (smtp, STARTTLS)"
 	@echo "      curl --cacert $(CERTS)/ca.pem https://localhost:7007/hello   (http over TLS)"
 	@echo "      nc 127.0.0.1 7008               (rev: a plain wasi:cli program, inetd-style)"
+	@echo "      nc 127.0.0.1 7009               (room: chat in one instance for all clients, server-handler)"
 	$(PIER) serve --config examples/pier.toml
 
 ## test: the whole suite against the release build: in one cargo invocation the

@@ -25,12 +25,16 @@ pub mod server {
             "pier:server/config": super::pier::server::config,
             "pier:server/limits": super::pier::server::limits,
             "wasi:keyvalue": super::wasi::keyvalue,
-            "pier:server/connections.conn": crate::sandbox::conns::Handle,
+            "pier:server/connections.conn": super::ConnHandle,
         },
     });
 
-    pub use pier::server::connections;
+    pub use self::pier::server::connections;
 }
+
+/// A `conn` handle as the host's signatures carry it: its `rep` indexes
+/// the instance's table of connections (`sandbox::conns`).
+pub struct ConnHandle;
 
 pub use self::pier::server::types::{SendError, TlsInfo};
 pub use exports::pier::server::inbox::{ConnectionInfo, ShutdownReason as WitShutdownReason, UpstreamEvent};

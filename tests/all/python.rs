@@ -1,5 +1,6 @@
 //! Handlers written in Python (guest/python, built by componentize-py into
-//! target/python/NAME.wasm): the echo and chat tests of the Rust guests,
+//! target/python/NAME.wasm): the echo and chat tests of the Rust guests (and
+//! the echo's in the `server-handler` world),
 //! a handler that raises, a Python and a Rust listener in one process, and
 //! the compile cache that makes their start-up fast.
 
@@ -82,6 +83,17 @@ fn python_chat_a_line_reaches_the_others_in_order_and_leaving_is_announced() {
 /// An exception ends its own instance (a trap, logged with the Python
 /// traceback on the handler's stderr) and its connection; another
 /// connection, opened before and after, goes on.
+/// The Python echo of the `server-handler` world: the same bytes, and one
+/// CPython instance for every connection.
+#[test]
+fn python_server_echo_round_trips_four_mebibytes_and_a_hundred_connections_on_one_instance() {
+    let pier = serve("server-echo", &["--metrics", "127.0.0.1:0"]);
+    crate::echo::one_byte_and_a_line(pier.addr());
+    crate::echo::four_mebibytes(pier.addr());
+    crate::echo::hundred_connections(pier.addr());
+    assert_eq!(metric(&pier, "pier_instantiate_seconds_count{listener=\"main\"}"), 1);
+}
+
 #[test]
 fn a_python_exception_ends_its_connection_only() {
     let pier = serve("raise", &[]);

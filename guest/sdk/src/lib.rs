@@ -37,7 +37,6 @@ pub mod bindings {
 }
 
 pub mod alarm;
-mod lines;
 mod outbox;
 
 #[doc(hidden)]
@@ -47,8 +46,8 @@ pub use bindings::exports::pier::server::inbox::{ConnectionInfo, ShutdownReason,
 pub use bindings::pier::server::types::TlsInfo;
 pub use bindings::pier::server::{backplane, config, limits, timers, upstream};
 pub use bindings::wasi::keyvalue;
-pub use lines::Lines;
 pub use outbox::Outbox;
+pub use pier_guest_flow::Lines;
 
 /// A protocol handler: one value per connection. Every method but
 /// `on_connect` has a default, so a handler writes only what it needs.

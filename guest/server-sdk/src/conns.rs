@@ -1,14 +1,33 @@
-//! Every live connection of the instance: its `conn` handle and its outbox.
+//! Every live connection of the instance: its `conn` handle inside its
+//! outbox (`pier-guest-flow`'s, over the `conn` resource).
 
-use crate::outbox::{Outbox, Wire};
+use crate::SendError;
+use crate::connections::Conn;
+use pier_guest_flow::{Outbox, Refused, Wire};
 use std::collections::BTreeMap;
 
 /// The host's `conn`; a fake in native tests, so that what is built on it is
 /// tested without a host.
 #[cfg(not(test))]
-pub(crate) type Handle = crate::connections::Conn;
+pub(crate) type Handle = Conn;
 #[cfg(test)]
-pub(crate) type Handle = crate::fake::FakeConn;
+pub(crate) type Handle = pier_guest_flow::fake::FakeConn;
+
+impl Wire for Conn {
+    fn send(&self, bytes: &[u8]) -> Result<(), Refused> {
+        Conn::send(self, bytes).map_err(|e| match e {
+            SendError::WouldBlock => Refused::WouldBlock,
+            SendError::Closed => Refused::Closed,
+            SendError::TooLarge(max) => Refused::TooLarge(max),
+        })
+    }
+    fn finish(&self) {
+        Conn::finish(self);
+    }
+    fn close(&self) {
+        Conn::close(self);
+    }
+}
 
 /// The instance's connections, by id (their `connection-info.id`). A
 /// connection is here from `on_connect` until its `on_shutdown` returns;
@@ -24,13 +43,7 @@ pub(crate) type Handle = crate::fake::FakeConn;
 /// does nothing, and `send` answers false.
 #[derive(Debug)]
 pub struct Conns {
-    links: BTreeMap<u64, Link>,
-}
-
-#[derive(Debug)]
-struct Link {
-    conn: Handle,
-    out: Outbox,
+    links: BTreeMap<u64, Outbox<Handle>>,
 }
 
 impl Conns {
@@ -41,45 +54,45 @@ impl Conns {
     /// Queues bytes for connection `id`. False if it is finishing, closed
     /// or gone (the bytes are dropped).
     pub fn send(&mut self, id: u64, bytes: &[u8]) -> bool {
-        self.links.get_mut(&id).is_some_and(|l| l.out.send(&l.conn, bytes))
+        self.links.get_mut(&id).is_some_and(|out| out.send(bytes))
     }
 
     /// [`send`](Self::send) for a buffer given away: what the host does not
     /// take at once is held without a copy, so a large reply costs memory
     /// once, not twice.
     pub fn send_vec(&mut self, id: u64, bytes: Vec<u8>) -> bool {
-        self.links.get_mut(&id).is_some_and(|l| l.out.send_vec(&l.conn, bytes))
+        self.links.get_mut(&id).is_some_and(|out| out.send_vec(bytes))
     }
 
     /// Write everything (the bytes held here included), then close `id`.
     pub fn finish(&mut self, id: u64) {
-        if let Some(l) = self.links.get_mut(&id) {
-            l.out.finish(&l.conn);
+        if let Some(out) = self.links.get_mut(&id) {
+            out.finish();
         }
     }
 
     /// Drop what is not yet sent to `id` and close it now.
     pub fn close(&mut self, id: u64) {
-        if let Some(l) = self.links.get_mut(&id) {
-            l.out.close(&l.conn);
+        if let Some(out) = self.links.get_mut(&id) {
+            out.close();
         }
     }
 
     /// Bytes for `id` held back here, not yet taken by the host.
     pub fn pending(&self, id: u64) -> usize {
-        self.links.get(&id).map_or(0, |l| l.out.pending())
+        self.links.get(&id).map_or(0, |out| out.pending())
     }
 
     /// Stop reading from peer `id` (TCP slows it down) until `resume_reading`.
     pub fn pause_reading(&self, id: u64) {
-        if let Some(l) = self.links.get(&id) {
-            Wire::pause_reading(&l.conn);
+        if let Some(out) = self.links.get(&id) {
+            out.wire().pause_reading();
         }
     }
 
     pub fn resume_reading(&self, id: u64) {
-        if let Some(l) = self.links.get(&id) {
-            Wire::resume_reading(&l.conn);
+        if let Some(out) = self.links.get(&id) {
+            out.wire().resume_reading();
         }
     }
 
@@ -103,13 +116,13 @@ impl Conns {
     /// A new connection (`new-csa`). A handle already under `id` would be a
     /// host bug; it is dropped.
     pub(crate) fn insert(&mut self, id: u64, conn: Handle) {
-        self.links.insert(id, Link { conn, out: Outbox::default() });
+        self.links.insert(id, Outbox::new(conn));
     }
 
     /// `writable`: hands what is held for `id` to the host; true when
     /// nothing remains.
     pub(crate) fn flush(&mut self, id: u64) -> bool {
-        self.links.get_mut(&id).is_some_and(|l| l.out.flush(&l.conn))
+        self.links.get_mut(&id).is_some_and(|out| out.flush())
     }
 
     /// After `shutdown-csa`: drops the handle, so the host can let go of
@@ -120,8 +133,12 @@ impl Conns {
 
     /// Adds a fake connection; the test keeps its peer.
     #[cfg(test)]
-    pub(crate) fn fake(&mut self, id: u64, mark: usize) -> std::rc::Rc<std::cell::RefCell<crate::fake::Peer>> {
-        let (conn, peer) = crate::fake::FakeConn::new(mark);
+    pub(crate) fn fake(
+        &mut self,
+        id: u64,
+        mark: usize,
+    ) -> std::rc::Rc<std::cell::RefCell<pier_guest_flow::fake::Peer>> {
+        let (conn, peer) = Handle::new(mark);
         self.insert(id, conn);
         peer
     }

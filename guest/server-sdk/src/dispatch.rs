@@ -82,7 +82,7 @@ pub fn shutdown_csa<S: Server>(key: &'static Key<S>, id: u64, reason: ShutdownRe
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake::{FakeConn, Peer};
+    use pier_guest_flow::fake::{FakeConn, Peer};
     use std::rc::Rc;
 
     /// Echoes, logs what it is told, and says goodbye on server-shutdown.

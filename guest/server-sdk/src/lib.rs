@@ -43,20 +43,15 @@ pub mod bindings {
 }
 
 mod conns;
-mod lines;
-mod outbox;
 
 #[doc(hidden)]
 pub mod dispatch;
-
-#[cfg(test)]
-mod fake;
 
 pub use bindings::pier::server::types::{ConnectionInfo, SendError, ShutdownReason, TlsInfo};
 pub use bindings::pier::server::{config, connections, limits};
 pub use bindings::wasi::keyvalue;
 pub use conns::Conns;
-pub use lines::Lines;
+pub use pier_guest_flow::Lines;
 
 /// A server: one value per instance, serving every connection of the
 /// listener; `id` names the connection each call is about (its

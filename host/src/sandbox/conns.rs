@@ -2,8 +2,8 @@
 //! handle its one instance holds stands for a [`Conn`], one connection's
 //! outbox and socket, shared with that connection's task.
 
-use crate::bindings::SendError as WitSendError;
 use crate::bindings::server::connections;
+use crate::bindings::{ConnHandle, SendError as WitSendError};
 use crate::events::ShutdownReason;
 use crate::outbox::Link;
 use crate::outbox::doorbell::RING;
@@ -45,9 +45,6 @@ impl Conn {
     }
 }
 
-/// What a `conn` handle stands for, in its instance's table.
-pub struct Handle(Arc<Conn>);
-
 /// The `conn` handles one instance holds, each a [`Conn`]. Bounded: an
 /// instance that never drops its handles fills it, and is ended for it.
 #[derive(Default)]
@@ -67,16 +64,21 @@ impl Conns {
     }
 
     /// A new handle to `conn`, owned by the guest once given to `new-csa`.
-    pub(crate) fn add(&mut self, conn: Arc<Conn>) -> Result<Resource<Handle>, TooManyHandles> {
-        self.table.push(Handle(conn)).map_err(|_| TooManyHandles(self.table.max_capacity()))
+    pub(crate) fn add(&mut self, conn: Arc<Conn>) -> Result<Resource<ConnHandle>, TooManyHandles> {
+        let entry = self.table.push(conn).map_err(|_| TooManyHandles(self.table.max_capacity()))?;
+        Ok(Resource::new_own(entry.rep()))
     }
 
-    fn get(&self, handle: &Resource<Handle>) -> wasmtime::Result<&Conn> {
-        Ok(&self.table.get(handle)?.0)
+    fn get(&self, handle: &Resource<ConnHandle>) -> wasmtime::Result<&Conn> {
+        Ok(self.table.get(&Resource::<Arc<Conn>>::new_borrow(handle.rep()))?)
     }
 
     /// The fast `send`: the bytes in place in the guest's memory.
-    pub(crate) fn send(&self, handle: &Resource<Handle>, bytes: &[u8]) -> wasmtime::Result<Result<(), WitSendError>> {
+    pub(crate) fn send(
+        &self,
+        handle: &Resource<ConnHandle>,
+        bytes: &[u8],
+    ) -> wasmtime::Result<Result<(), WitSendError>> {
         Ok(self.get(handle)?.send(bytes).map_err(WitSendError::from))
     }
 }
@@ -84,37 +86,37 @@ impl Conns {
 impl connections::Host for Conns {}
 
 impl connections::HostConn for Conns {
-    fn id(&mut self, conn: Resource<Handle>) -> wasmtime::Result<u64> {
+    fn id(&mut self, conn: Resource<ConnHandle>) -> wasmtime::Result<u64> {
         Ok(self.get(&conn)?.id)
     }
 
     /// Shadowed by the `send` that the linker links ([`Conns::send`]).
-    fn send(&mut self, conn: Resource<Handle>, data: Vec<u8>) -> wasmtime::Result<Result<(), WitSendError>> {
+    fn send(&mut self, conn: Resource<ConnHandle>, data: Vec<u8>) -> wasmtime::Result<Result<(), WitSendError>> {
         Conns::send(self, &conn, &data)
     }
 
-    fn finish(&mut self, conn: Resource<Handle>) -> wasmtime::Result<()> {
+    fn finish(&mut self, conn: Resource<ConnHandle>) -> wasmtime::Result<()> {
         self.get(&conn)?.change(|o| o.finish());
         Ok(())
     }
 
-    fn close(&mut self, conn: Resource<Handle>) -> wasmtime::Result<()> {
+    fn close(&mut self, conn: Resource<ConnHandle>) -> wasmtime::Result<()> {
         self.get(&conn)?.change(|o| o.close());
         Ok(())
     }
 
-    fn pause_reading(&mut self, conn: Resource<Handle>) -> wasmtime::Result<()> {
+    fn pause_reading(&mut self, conn: Resource<ConnHandle>) -> wasmtime::Result<()> {
         self.get(&conn)?.change(|o| o.reading_paused = true);
         Ok(())
     }
 
-    fn resume_reading(&mut self, conn: Resource<Handle>) -> wasmtime::Result<()> {
+    fn resume_reading(&mut self, conn: Resource<ConnHandle>) -> wasmtime::Result<()> {
         self.get(&conn)?.change(|o| o.reading_paused = false);
         Ok(())
     }
 
-    fn drop(&mut self, conn: Resource<Handle>) -> wasmtime::Result<()> {
-        self.table.delete(conn)?;
+    fn drop(&mut self, conn: Resource<ConnHandle>) -> wasmtime::Result<()> {
+        self.table.delete(Resource::<Arc<Conn>>::new_own(conn.rep()))?;
         Ok(())
     }
 }

@@ -2,11 +2,11 @@
 //! granted), its memory limiter, its service clients, and its connection:
 //! the outbox it shares with the CSA task and the socket itself.
 
-use super::conns::{Conns, Handle};
+use super::conns::Conns;
 use super::guest_log::{GuestLog, LogRate, Stdio};
 use super::limits::MemoryLimiter;
 use crate::bindings::pier::server as pier;
-use crate::bindings::{self, SendError as WitSendError, TlsInfo};
+use crate::bindings::{self, ConnHandle, SendError as WitSendError, TlsInfo};
 use crate::config::ListenerConfig;
 use crate::outbox::{Link, SendError};
 use crate::services;
@@ -143,7 +143,7 @@ impl HostState {
         bindings::server::connections::add_to_linker_instance::<_, HasSelf<Conns>>(&mut connections, |s| &mut s.conns)?;
         linker.instance(CONNECTIONS_IMPORT)?.func_wrap(
             "[method]conn.send",
-            |store: wasmtime::StoreContextMut<'_, Self>, (conn, data): (Resource<Handle>, WasmList<u8>)| {
+            |store: wasmtime::StoreContextMut<'_, Self>, (conn, data): (Resource<ConnHandle>, WasmList<u8>)| {
                 let bytes = data.as_le_slice(&store);
                 Ok((store.data().conns.send(&conn, bytes)?,))
             },

@@ -3,13 +3,13 @@
 //! connection has at most one in it, and the bytes they carry are bounded
 //! by the listener's `queue-max-bytes`) and makes the calls, one at a time.
 
-use crate::bindings::{ConnectionInfo, ServerHandler, WitShutdownReason};
+use crate::bindings::{ConnHandle, ConnectionInfo, ServerHandler, WitShutdownReason};
 use crate::csa::call::Clock;
 use crate::csa::io::ReadBuffer;
 use crate::events::ShutdownReason;
 use crate::outbox::doorbell::{DONE, Doorbell, FAULT};
 use crate::sandbox::HostState;
-use crate::sandbox::conns::{Conn, Conns, Handle, TooManyHandles};
+use crate::sandbox::conns::{Conn, Conns, TooManyHandles};
 use crate::sandbox::plugin::Pre;
 use crate::stats::CallTimes;
 use crate::tenant::Tenant;
@@ -91,7 +91,7 @@ struct Task {
 
 /// One call, by the connection it is about.
 enum Call<'a> {
-    NewCsa(Resource<Handle>, ConnectionInfo),
+    NewCsa(Resource<ConnHandle>, ConnectionInfo),
     Data(&'a [u8]),
     EndOfInput,
     Writable,

@@ -1,8 +1,8 @@
-//! A fake `conn` for native tests: the host's all-or-nothing `send` under a
-//! high-water mark, recording what it was given.
+//! A fake host connection for native tests: the host's all-or-nothing
+//! `send` under a high-water mark, recording what it was given. The SDKs'
+//! tests use it too (feature `fake`).
 
-use crate::SendError;
-use crate::outbox::Wire;
+use crate::{Refused, Wire};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -32,7 +32,7 @@ impl Peer {
     }
 }
 
-/// The fake `conn`; tests keep the shared [`Peer`] to look at.
+/// The fake connection; tests keep the shared [`Peer`] to look at.
 #[derive(Debug)]
 pub struct FakeConn(Rc<RefCell<Peer>>);
 
@@ -41,17 +41,26 @@ impl FakeConn {
         let peer = Rc::new(RefCell::new(Peer { mark, ..Peer::default() }));
         (Self(peer.clone()), peer)
     }
+
+    /// As a `conn` has it, for what an SDK builds beside the outbox.
+    pub fn pause_reading(&self) {
+        self.0.borrow_mut().paused = true;
+    }
+
+    pub fn resume_reading(&self) {
+        self.0.borrow_mut().paused = false;
+    }
 }
 
 impl Wire for FakeConn {
-    fn send(&self, bytes: &[u8]) -> Result<(), SendError> {
+    fn send(&self, bytes: &[u8]) -> Result<(), Refused> {
         let mut p = self.0.borrow_mut();
         if p.gone || p.closed || p.finished {
-            Err(SendError::Closed)
+            Err(Refused::Closed)
         } else if bytes.len() > p.mark {
-            Err(SendError::TooLarge(p.mark as u64))
+            Err(Refused::TooLarge(p.mark as u64))
         } else if p.queued >= p.mark {
-            Err(SendError::WouldBlock)
+            Err(Refused::WouldBlock)
         } else {
             p.queued += bytes.len();
             p.largest = p.largest.max(bytes.len());
@@ -66,11 +75,5 @@ impl Wire for FakeConn {
     }
     fn close(&self) {
         self.0.borrow_mut().closed = true;
-    }
-    fn pause_reading(&self) {
-        self.0.borrow_mut().paused = true;
-    }
-    fn resume_reading(&self) {
-        self.0.borrow_mut().paused = false;
     }
 }
