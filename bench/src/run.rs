@@ -47,6 +47,9 @@ pub struct RunArgs {
     /// The Python echo guest component of the python rows (`make build`).
     #[arg(long, default_value = "target/python/echo.wasm")]
     pub python_plugin: PathBuf,
+    /// The Python echo of the `server-handler` world, for the python rows.
+    #[arg(long, default_value = "target/python/server-echo.wasm")]
+    pub python_server_plugin: PathBuf,
     /// Idle connections to hold [default: 10000, with --quick 1000].
     #[arg(long)]
     pub idle_conns: Option<usize>,
@@ -371,9 +374,16 @@ pub async fn run(args: RunArgs) -> Result<bool> {
 
     if wants(Part::Python) {
         if args.python_plugin.is_file() {
-            match python_vs_rust(&plan, &args, &pier_args).await {
+            match python_vs_rust(&plan, &args, &args.python_plugin, "python", &pier_args).await {
                 Ok(rows) => results.extend(rows),
                 Err(e) => pending.push(Pending { scenario: PYTHON_ROWS, status: format!("error: {e:#}") }),
+            }
+            if args.python_server_plugin.is_file() {
+                let server = &args.python_server_plugin;
+                match python_vs_rust(&plan, &args, server, "python server-handler", &pier_args).await {
+                    Ok(rows) => results.extend(rows),
+                    Err(e) => pending.push(Pending { scenario: PYTHON_ROWS, status: format!("error: {e:#}") }),
+                }
             }
         } else {
             let status = format!("skipped: {} is not built (`make build`)", args.python_plugin.display());
@@ -652,13 +662,17 @@ const PYTHON_ROWS: &str = "python rows (echo.py, componentize-py, vs the Rust ec
 /// A Python handler's cost: pier serving the Python echo (as "pier")
 /// against pier serving the Rust echo (as the baseline): churn (connections
 /// per second, server CPU per connection) and idle (RSS per connection).
-async fn python_vs_rust(plan: &Plan, args: &RunArgs, rust_args: &[String]) -> Result<Vec<ScenarioResult>> {
+async fn python_vs_rust(
+    plan: &Plan,
+    args: &RunArgs,
+    plugin: &Path,
+    name: &str,
+    rust_args: &[String],
+) -> Result<Vec<ScenarioResult>> {
     let rust_plugin = args.plugin.display().to_string();
     let conns = if args.quick { 100 } else { 1_000 };
-    let py_args: Vec<String> = rust_args
-        .iter()
-        .map(|a| if *a == rust_plugin { args.python_plugin.display().to_string() } else { a.clone() })
-        .collect();
+    let py_args: Vec<String> =
+        rust_args.iter().map(|a| if *a == rust_plugin { plugin.display().to_string() } else { a.clone() }).collect();
     let py_args = with_max_connections(&py_args, conns + 64);
     let rust_args = with_max_connections(rust_args, conns + 64);
     let py = Server::start("pier", &args.pier, &py_args).await?;
@@ -672,8 +686,8 @@ async fn python_vs_rust(plan: &Plan, args: &RunArgs, rust_args: &[String]) -> Re
     let work = async {
         let mut results = Vec::new();
         let p = ChurnParams { clients: plan.churn_clients, window: plan.window, io_timeout: plan.io_timeout };
-        let label = format!("python: echo.py vs Rust echo, churn × {} clients", p.clients);
-        let short = "python churn".into();
+        let label = format!("{name}: echo.py vs Rust echo, churn × {} clients", p.clients);
+        let short = format!("{name} churn");
         results.push(churn_pair(plan, label, short, Kind::Churn, &Transport::Plain, p, &py, &rust).await);
         let p = IdleParams {
             conns,
@@ -681,8 +695,8 @@ async fn python_vs_rust(plan: &Plan, args: &RunArgs, rust_args: &[String]) -> Re
             settle: plan.idle_settle,
             io_timeout: plan.io_timeout,
         };
-        let label = format!("python: echo.py vs Rust echo, idle × {conns} conns");
-        results.push(idle_pair(plan, &label, "python idle", &Transport::Plain, p, &py, &rust).await);
+        let label = format!("{name}: echo.py vs Rust echo, idle × {conns} conns");
+        results.push(idle_pair(plan, &label, &format!("{name} idle"), &Transport::Plain, p, &py, &rust).await);
         results
     };
     let outcome = interruptible(work).await;

@@ -2,8 +2,8 @@
 
 use crate::config::units::{format_duration, format_size, format_size_rounded};
 use crate::config::{ListenAddr, ListenerConfig, ServerConfig};
-use crate::footprint;
-use crate::sandbox::plugin;
+use crate::footprint::{self, Shape};
+use crate::sandbox::plugin::{self, Pre};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -23,18 +23,23 @@ pub async fn check(path: &Path) -> anyhow::Result<String> {
 /// table of the listeners with the most host memory each can make pier hold
 /// ([`footprint`]), warning when their sum exceeds the machine's memory.
 pub async fn check_config(config: &ServerConfig) -> anyhow::Result<String> {
-    crate::server::load(config).await?;
+    let tenants = crate::server::load(config).await?;
     let mut out = format!(
-        "{:<12} {:<22} {:<8} {:>9} {:>9} {:>8} {:>8} {:>10}  {}\n",
-        "LISTENER", "LISTEN", "TLS", "MAX-CONNS", "MEMORY", "CPU", "IDLE", "WORST-CASE", "PLUGIN"
+        "{:<12} {:<22} {:<8} {:<10} {:>9} {:>9} {:>8} {:>8} {:>10}  {}\n",
+        "LISTENER", "LISTEN", "TLS", "WORLD", "MAX-CONNS", "MEMORY", "CPU", "IDLE", "WORST-CASE", "PLUGIN"
     );
     let mut total = 0u64;
-    for l in &config.listeners {
-        let worst = footprint::worst_case(l);
+    for (l, tenant) in config.listeners.iter().zip(&tenants) {
+        let (world, shape) = match tenant.pre {
+            Pre::Handler(_) => ("connection", Shape::InstancePerConnection),
+            Pre::Server(_) => ("server", Shape::InstancePerListener),
+            Pre::Command(_) => ("command", Shape::InstancePerConnection),
+        };
+        let worst = footprint::worst_case(l, shape);
         total = total.saturating_add(worst);
         let _ = writeln!(
             out,
-            "{:<12} {:<22} {:<8} {:>9} {:>9} {:>8} {:>8} {:>10}  {}",
+            "{:<12} {:<22} {:<8} {:<10} {:>9} {:>9} {:>8} {:>8} {:>10}  {}",
             l.name,
             l.listen.to_string(),
             match (l.has_tls(), l.starttls) {
@@ -42,6 +47,7 @@ pub async fn check_config(config: &ServerConfig) -> anyhow::Result<String> {
                 (true, false) => "tls",
                 (true, true) => "starttls",
             },
+            world,
             l.max_connections,
             format_size(l.memory_limit),
             format_duration(l.cpu_limit),

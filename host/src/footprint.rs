@@ -30,6 +30,21 @@ pub const TLS_SESSION: u64 = 160 << 10;
 /// What one pending timer holds: its deadline and id, in two ordered maps.
 pub const TIMER_ENTRY: u64 = 96;
 
+/// Host memory per connection of a `server-handler` listener, besides its
+/// outbox and read buffer: its task, its share of the instance's table and
+/// queue entries; measured idle in `make bench`, rounded up.
+pub const SERVER_CONNECTION_OVERHEAD: u64 = 8 << 10;
+
+/// How a listener's handler is instantiated, which decides what is counted
+/// once and what once per connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// `connection-handler` (or a `wasi:cli` command): an instance each.
+    InstancePerConnection,
+    /// `server-handler`: one instance for all, each connection a handle.
+    InstancePerListener,
+}
+
 /// One line of the arithmetic.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Row {
@@ -41,11 +56,26 @@ pub struct Row {
 }
 
 /// Every host-side resource of `listener` with its bound.
-pub fn rows(listener: &ListenerConfig) -> Vec<Row> {
+pub fn rows(listener: &ListenerConfig, shape: Shape) -> Vec<Row> {
     let conns = u64::from(listener.max_connections);
     let each =
         |resource, bytes: u64| Row { resource, per_connection: Some(bytes), per_listener: bytes.saturating_mul(conns) };
     let high_water = listener.outbox_high_water as u64;
+    if shape == Shape::InstancePerListener {
+        let once = |resource, bytes: u64| Row { resource, per_connection: None, per_listener: bytes };
+        return vec![
+            once("linear memory (memory-limit), one instance", listener.memory_limit),
+            once("call stack", ASYNC_STACK as u64),
+            once("WASI resource table", MAX_RESOURCES as u64 * RESOURCE_ENTRY),
+            once("guest log lines (stdout, stderr)", 2 * MAX_LOG_LINE as u64),
+            once("store, instance", CONNECTION_OVERHEAD),
+            once("bytes waiting for the instance (queue-max-bytes)", listener.queue_max_bytes as u64),
+            each("outbox (2 x outbox-high-water)", high_water.saturating_mul(2)),
+            each("read buffer", READ_CHUNK as u64),
+            each("task, conn handles (twice max-connections)", SERVER_CONNECTION_OVERHEAD),
+            Row { resource: "key-value store (kv-max-bytes)", per_connection: None, per_listener: listener.kv_max_bytes },
+        ];
+    }
     let tls = listener.has_tls().then(|| each("TLS session (rustls buffers)", TLS_SESSION));
     let mut rows = vec![
         each("linear memory (memory-limit)", listener.memory_limit),
@@ -77,8 +107,8 @@ pub fn rows(listener: &ListenerConfig) -> Vec<Row> {
 }
 
 /// The sum of [`rows`]: the most host memory `listener` can make pier hold.
-pub fn worst_case(listener: &ListenerConfig) -> u64 {
-    rows(listener).iter().map(|r| r.per_listener).fold(0, u64::saturating_add)
+pub fn worst_case(listener: &ListenerConfig, shape: Shape) -> u64 {
+    rows(listener, shape).iter().map(|r| r.per_listener).fold(0, u64::saturating_add)
 }
 
 /// The machine's memory (`MemTotal` of /proc/meminfo), where it is known.
@@ -102,19 +132,37 @@ mod tests {
         l.outbox_high_water = 64 << 10;
         l.kv_max_bytes = 8 << 20;
         l.backplane_max_bytes = 16 << 20;
-        let per_conn: u64 = rows(&l)
+        let per_conn: u64 = rows(&l, Shape::InstancePerConnection)
             .iter()
             .filter(|r| r.resource != "backplane mailboxes (backplane-max-bytes)")
             .filter_map(|r| r.per_connection)
             .sum();
         // Ten 1 MiB mailboxes are less than the 16 MiB listener budget.
-        assert_eq!(worst_case(&l), 10 * per_conn + (10 << 20) + (8 << 20));
+        assert_eq!(worst_case(&l, Shape::InstancePerConnection), 10 * per_conn + (10 << 20) + (8 << 20));
         l.backplane_max_bytes = 1 << 20;
-        assert_eq!(worst_case(&l), 10 * per_conn + (1 << 20) + (8 << 20), "the listener budget caps the mailboxes");
+        assert_eq!(worst_case(&l, Shape::InstancePerConnection), 10 * per_conn + (1 << 20) + (8 << 20), "the listener budget caps the mailboxes");
         l.memory_limit *= 2;
-        assert_eq!(worst_case(&l), 10 * (per_conn + (1 << 20)) + (1 << 20) + (8 << 20));
+        assert_eq!(worst_case(&l, Shape::InstancePerConnection), 10 * (per_conn + (1 << 20)) + (1 << 20) + (8 << 20));
         l.tls_cert = Some("cert.pem".into());
-        assert_eq!(worst_case(&l), 10 * (per_conn + (1 << 20) + TLS_SESSION) + (1 << 20) + (8 << 20));
+        assert_eq!(worst_case(&l, Shape::InstancePerConnection), 10 * (per_conn + (1 << 20) + TLS_SESSION) + (1 << 20) + (8 << 20));
+    }
+
+    #[test]
+    fn one_instance_for_a_listener_is_counted_once() {
+        let mut l = ListenerConfig::new("t", ListenAddr::parse_addr("127.0.0.1:0").unwrap(), "x.wasm");
+        l.max_connections = 10;
+        l.memory_limit = 16 << 20;
+        let per_conn = 2 * l.outbox_high_water as u64 + READ_CHUNK as u64 + SERVER_CONNECTION_OVERHEAD;
+        let once = l.memory_limit
+            + ASYNC_STACK as u64
+            + MAX_RESOURCES as u64 * RESOURCE_ENTRY
+            + 2 * MAX_LOG_LINE as u64
+            + CONNECTION_OVERHEAD
+            + l.queue_max_bytes as u64
+            + l.kv_max_bytes;
+        assert_eq!(worst_case(&l, Shape::InstancePerListener), once + 10 * per_conn);
+        l.max_connections = 20;
+        assert_eq!(worst_case(&l, Shape::InstancePerListener), once + 20 * per_conn, "memory-limit is not multiplied");
     }
 
     #[test]

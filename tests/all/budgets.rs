@@ -117,11 +117,21 @@ fn check_prints_the_worst_case_and_warns_past_the_machine() {
     l.max_connections = 10;
     l.memory_limit = 2 << 20;
     l.kv_max_bytes = 1 << 20;
-    let want = format!("{:.1} MiB", pier::footprint::worst_case(&l) as f64 / f64::from(1u32 << 20));
+    let want = format!("{:.1} MiB", pier::footprint::worst_case(&l, pier::footprint::Shape::InstancePerConnection) as f64 / f64::from(1u32 << 20));
     let row = stdout.lines().find(|r| r.starts_with("small")).expect("the listener's row");
     assert!(row.contains(&want), "worst case {want} in:\n{stdout}");
     assert!(stdout.contains(&format!("worst-case host memory, all listeners: {want}")), "{stdout}");
     assert!(!stdout.contains("warning:"), "{stdout}");
+    // A server-handler's one instance counts its memory-limit once.
+    let room = "[[listener]]\nname = \"room\"\nlisten = \"127.0.0.1:0\"\nplugin = \"{guest:server_chat}\"\n\
+                max-connections = 10\nmemory-limit = \"2MiB\"\nkv-max-bytes = \"1MiB\"\n";
+    let out = run_pier(&["check", "--config", &config_file(dir.path(), room)]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let one = pier::footprint::worst_case(&l, pier::footprint::Shape::InstancePerListener);
+    let want = format!("{:.1} MiB", one as f64 / f64::from(1u32 << 20));
+    let row = stdout.lines().find(|r| r.starts_with("room")).expect("the listener's row");
+    assert!(row.contains(" server ") && row.contains(&want), "server, {want} in:\n{stdout}");
     // Defaults: 10,000 connections of 64 MiB each, more than any test machine.
     let big = "[[listener]]\nname = \"big\"\nlisten = \"127.0.0.1:0\"\nplugin = \"{guest:echo}\"\n";
     let out = run_pier(&["check", "--config", &config_file(dir.path(), big)]);

@@ -76,7 +76,7 @@ fn rss_bound_kib(listeners: &[(Budgets, u64)]) -> u64 {
         l.backplane_max_bytes = b.backplane_max_bytes as usize;
         l.memory_limit = b.memory_limit;
         l.outbox_high_water = b.outbox_high_water as usize;
-        pier::footprint::worst_case(&l)
+        pier::footprint::worst_case(&l, pier::footprint::Shape::InstancePerConnection)
     };
     (listeners.iter().map(worst).sum::<u64>() + MARGIN) / KIB
 }

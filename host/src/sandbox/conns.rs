@@ -17,8 +17,7 @@ use wasmtime::component::{Resource, ResourceTable};
 pub(crate) struct Conn {
     pub(crate) id: u64,
     pub(crate) link: Arc<Link>,
-    /// The socket, shared with the connection's task so that a `send` with
-    /// nothing queued writes to it during the call, from the guest's memory.
+    /// The socket, shared by the connection's task and its `Conn`.
     pub(crate) socket: Arc<TcpStream>,
     /// Set once, by the instance's task, when the instance failed: why the
     /// connection ends. (The `FAULT` bit on its doorbell says to look.)
@@ -26,16 +25,13 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// `send`: with nothing queued, straight to the socket; what it did not
-    /// take is queued, and the connection's task is rung to write it.
+    /// `send`: queued, and the connection's task rung to write it. Not
+    /// written during the call, as a `connection-handler`'s is: the one
+    /// instance would then make every connection's write system call
+    /// itself, on one thread, while the connections' tasks run on all.
     pub(crate) fn send(&self, bytes: &[u8]) -> Result<(), crate::outbox::SendError> {
-        let mut outbox = self.link.outbox();
-        outbox.send_through(bytes, |b| self.socket.try_write(b))?;
-        let queued = outbox.queued() > 0;
-        drop(outbox);
-        if queued {
-            self.link.doorbell.ring(RING);
-        }
+        self.link.outbox().send(bytes.to_vec())?;
+        self.link.doorbell.ring(RING);
         Ok(())
     }
 

@@ -199,7 +199,7 @@ impl Task {
                 p = room.clone().acquire_many_owned(n as u32) => break p.expect("the semaphore is never closed"),
             }
         };
-        self.hand_over(Event::Data(self.conn.id, buf, n, permit))
+        self.hand_over(Event::Data(self.conn.id, buf.0[..n].to_vec(), permit))
     }
 
     /// Writes what the socket takes now, without waiting.

@@ -5,7 +5,6 @@
 
 use crate::bindings::{ConnHandle, ConnectionInfo, ServerHandler, WitShutdownReason};
 use crate::csa::call::Clock;
-use crate::csa::io::ReadBuffer;
 use crate::events::ShutdownReason;
 use crate::outbox::doorbell::{DONE, Doorbell, FAULT};
 use crate::sandbox::HostState;
@@ -27,8 +26,10 @@ use wasmtime::component::Resource;
 pub(super) enum Event {
     NewCsa(Arc<Conn>, ConnectionInfo),
     /// Bytes read, holding their share of `queue-max-bytes` until the call
-    /// is over.
-    Data(u64, ReadBuffer, usize, OwnedSemaphorePermit),
+    /// is over. Their own buffer, not a pooled read buffer: it is dropped
+    /// on the instance's thread, whose pool would fill while the readers'
+    /// emptied.
+    Data(u64, Vec<u8>, OwnedSemaphorePermit),
     EndOfInput(u64),
     Writable(u64),
     /// The last event of a connection: `shutdown-csa` with this reason, or
@@ -109,7 +110,7 @@ impl Task {
     async fn handle(&mut self, event: Event) {
         match event {
             Event::NewCsa(conn, info) => self.new_csa(conn, info).await,
-            Event::Data(id, buf, n, _permit) => self.call(id, Call::Data(&buf.0[..n])).await,
+            Event::Data(id, bytes, _permit) => self.call(id, Call::Data(&bytes)).await,
             Event::EndOfInput(id) => self.call(id, Call::EndOfInput).await,
             Event::Writable(id) => self.call(id, Call::Writable).await,
             Event::ShutdownCsa(id, reason) => {
