@@ -73,7 +73,11 @@ pub fn rows(listener: &ListenerConfig, shape: Shape) -> Vec<Row> {
             each("outbox (2 x outbox-high-water)", high_water.saturating_mul(2)),
             each("read buffer", READ_CHUNK as u64),
             each("task, conn handles (twice max-connections)", SERVER_CONNECTION_OVERHEAD),
-            Row { resource: "key-value store (kv-max-bytes)", per_connection: None, per_listener: listener.kv_max_bytes },
+            Row {
+                resource: "key-value store (kv-max-bytes)",
+                per_connection: None,
+                per_listener: listener.kv_max_bytes,
+            },
         ];
     }
     let tls = listener.has_tls().then(|| each("TLS session (rustls buffers)", TLS_SESSION));
@@ -140,11 +144,18 @@ mod tests {
         // Ten 1 MiB mailboxes are less than the 16 MiB listener budget.
         assert_eq!(worst_case(&l, Shape::InstancePerConnection), 10 * per_conn + (10 << 20) + (8 << 20));
         l.backplane_max_bytes = 1 << 20;
-        assert_eq!(worst_case(&l, Shape::InstancePerConnection), 10 * per_conn + (1 << 20) + (8 << 20), "the listener budget caps the mailboxes");
+        assert_eq!(
+            worst_case(&l, Shape::InstancePerConnection),
+            10 * per_conn + (1 << 20) + (8 << 20),
+            "the listener budget caps the mailboxes"
+        );
         l.memory_limit *= 2;
         assert_eq!(worst_case(&l, Shape::InstancePerConnection), 10 * (per_conn + (1 << 20)) + (1 << 20) + (8 << 20));
         l.tls_cert = Some("cert.pem".into());
-        assert_eq!(worst_case(&l, Shape::InstancePerConnection), 10 * (per_conn + (1 << 20) + TLS_SESSION) + (1 << 20) + (8 << 20));
+        assert_eq!(
+            worst_case(&l, Shape::InstancePerConnection),
+            10 * (per_conn + (1 << 20) + TLS_SESSION) + (1 << 20) + (8 << 20)
+        );
     }
 
     #[test]

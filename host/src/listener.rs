@@ -164,7 +164,7 @@ impl Slot {
 
     /// The tenant a connection accepted now gets, and its instance if it
     /// is a `server-handler`.
-    fn serving(&self) -> (Arc<Tenant>, Option<Arc<Instance>>) {
+    pub(crate) fn serving(&self) -> (Arc<Tenant>, Option<Arc<Instance>>) {
         self.tenant.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 

@@ -51,6 +51,8 @@ struct Reading {
     published: u64,
     dropped: u64,
     waiting: u64,
+    /// A `server-handler`'s bytes waiting for its instance (0 for others).
+    queued: u64,
 }
 
 impl Collector for Listeners {
@@ -60,9 +62,10 @@ impl Collector for Listeners {
             .0
             .slots()
             .iter()
-            .map(|slot| (slot.current(), queues.get(&slot.addr).copied().unwrap_or(0)))
-            .map(|(t, waiting)| Reading {
+            .map(|slot| (slot.serving(), queues.get(&slot.addr).copied().unwrap_or(0)))
+            .map(|((t, instance), waiting)| Reading {
                 waiting,
+                queued: instance.map_or(0, |i| i.queued() as u64),
                 name: t.name.clone(),
                 stats: t.stats.snapshot(),
                 kv: t.store.usage(),
@@ -90,7 +93,7 @@ impl Collector for Listeners {
                 ConstCounter::new(pick(r)).encode(metric.encode_family(&[("listener", &*r.name)])?)?;
             }
         }
-        let gauges: [(&str, &str, Pick); 8] = [
+        let gauges: [(&str, &str, Pick); 9] = [
             ("pier_connections_open", "Connections open now.", |r| r.stats.open),
             (
                 "pier_connections_waiting",
@@ -107,6 +110,11 @@ impl Collector for Listeners {
                 r.mail_bytes
             }),
             ("pier_backplane_max_bytes", "The listener's backplane-max-bytes.", |r| r.mail_max),
+            (
+                "pier_queued_bytes",
+                "A server-handler listener's bytes read from its peers and waiting for its instance (queue-max-bytes).",
+                |r| r.queued,
+            ),
         ];
         for (name, help, pick) in gauges {
             let mut metric = encoder.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())?;

@@ -117,7 +117,10 @@ fn check_prints_the_worst_case_and_warns_past_the_machine() {
     l.max_connections = 10;
     l.memory_limit = 2 << 20;
     l.kv_max_bytes = 1 << 20;
-    let want = format!("{:.1} MiB", pier::footprint::worst_case(&l, pier::footprint::Shape::InstancePerConnection) as f64 / f64::from(1u32 << 20));
+    let want = format!(
+        "{:.1} MiB",
+        pier::footprint::worst_case(&l, pier::footprint::Shape::InstancePerConnection) as f64 / f64::from(1u32 << 20)
+    );
     let row = stdout.lines().find(|r| r.starts_with("small")).expect("the listener's row");
     assert!(row.contains(&want), "worst case {want} in:\n{stdout}");
     assert!(stdout.contains(&format!("worst-case host memory, all listeners: {want}")), "{stdout}");

@@ -141,3 +141,33 @@ fn a_reloaded_listener_keeps_its_key_value_store() {
     assert!(log.contains("0 kept, 1 reloaded"), "{log}");
     assert_eq!(redis_cli(port, &["get", "k"]), "v");
 }
+
+/// A reloaded `server-handler` listener gives new connections a new
+/// instance, with memory of its own, while the old instance serves the
+/// connections it has until they end.
+#[test]
+fn a_reloaded_server_handler_starts_a_new_instance_for_new_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let room = |idle: &str| {
+        format!(
+            "[[listener]]\nname = \"room\"\nlisten = \"127.0.0.1:0\"\nplugin = \"{{guest:server_chat}}\"\n\
+             idle-timeout = \"{idle}\"\n"
+        )
+    };
+    let cfg = config_file(dir.path(), &room("5m"));
+    let pier = Pier::start(&["--config", &cfg], 1);
+    let mut a = Chatter::join(pier.addr());
+    let mut b = Chatter::join(pier.addr());
+    assert_eq!(a.line(), format!("* {} joined\n", b.nick));
+    config_file(dir.path(), &room("6m"));
+    let log = reload(&pier, 1);
+    assert!(log.contains("0 kept, 1 reloaded"), "{log}");
+    let mut c = Chatter::join(pier.addr());
+    let mut d = Chatter::join(pier.addr());
+    assert_eq!(c.line(), format!("* {} joined\n", d.nick), "the new instance's room");
+    a.say("old room");
+    assert_eq!(b.line(), format!("<{}> old room\n", a.nick));
+    c.say("new room");
+    assert_eq!(d.line(), format!("<{}> new room\n", c.nick));
+    assert_eq!(a.line_within(Duration::from_millis(300)), None, "the rooms are apart");
+}

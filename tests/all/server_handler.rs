@@ -127,6 +127,37 @@ fn peers_faster_than_the_instance_are_held_back_by_tcp() {
     echoing(pier.addr(), 1);
 }
 
+/// Bytes read and waiting for a busy instance never pass `queue-max-bytes`:
+/// the connections that find it full stop reading.
+#[test]
+fn bytes_waiting_for_the_instance_stay_within_queue_max_bytes() {
+    const QUEUED: &str = "pier_queued_bytes{listener=\"main\"}";
+    let pier = metrics(&["--cpu-limit", "3s", "--queue-max-bytes", "32KiB"], "server_faults");
+    // Connected (and echoed) first: a connection's new-csa would otherwise
+    // wait behind the busy call, and nothing of it be read.
+    let mut senders = echoing(pier.addr(), 8);
+    let mut busy = echoing(pier.addr(), 1);
+    busy[0].write_all(b"loop\n").unwrap();
+    for s in &mut senders {
+        s.write_all(&[b'x'; 20 << 10]).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut most = 0;
+    while Instant::now() < deadline {
+        most = most.max(metric(&pier, QUEUED));
+        assert!(most <= 32 << 10, "{most} bytes waiting, past queue-max-bytes");
+    }
+    assert!(most > 4 << 10, "senders' bytes were queued behind the busy call ({most})");
+    all_closed(&mut busy);
+    all_closed(&mut senders);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&pier, QUEUED) > 0 {
+        assert!(Instant::now() < deadline, "the queue never drained");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    echoing(pier.addr(), 1);
+}
+
 #[test]
 fn an_instance_that_never_drops_its_handles_is_replaced_and_service_goes_on() {
     // Two connections at a time: the instance may hold four handles.

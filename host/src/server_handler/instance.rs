@@ -42,6 +42,7 @@ pub(crate) struct Instance {
     queue: mpsc::UnboundedSender<Event>,
     /// What is left of `queue-max-bytes`.
     pub(super) room: Arc<Semaphore>,
+    max_queued: usize,
 }
 
 impl Instance {
@@ -60,7 +61,13 @@ impl Instance {
             live: HashMap::new(),
         };
         tokio::spawn(task.run(events).instrument(span));
-        Arc::new(Self { queue, room: Arc::new(Semaphore::new(tenant.config.queue_max_bytes)) })
+        let max_queued = tenant.config.queue_max_bytes;
+        Arc::new(Self { queue, room: Arc::new(Semaphore::new(max_queued)), max_queued })
+    }
+
+    /// Bytes read from peers and waiting for the instance now.
+    pub(crate) fn queued(&self) -> usize {
+        self.max_queued - self.room.available_permits()
     }
 
     /// False only if the task is gone (it does not end while this exists).
