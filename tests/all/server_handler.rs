@@ -53,6 +53,30 @@ fn server_chat_says_goodbye_when_the_server_shuts_down() {
     }
 }
 
+/// A connection with no byte either way is closed at the idle timeout; one
+/// that only receives, from another connection's calls, is not idle.
+#[test]
+fn the_idle_timeout_closes_quiet_connections_only() {
+    let echo = Pier::serve("server_echo", &["--idle-timeout", "1s"]);
+    let mut quiet = echoing(echo.addr(), 1);
+    let started = Instant::now();
+    assert_eq!(read_to_eof(&mut quiet[0]), b"");
+    assert!(started.elapsed() >= Duration::from_millis(900), "closed after {:?}", started.elapsed());
+    echo.wait_for_log("reason=idle-timeout");
+
+    let chat = Pier::serve("server_chat", &["--idle-timeout", "1s"]);
+    let mut talker = Chatter::join(chat.addr());
+    let mut hearer = Chatter::join(chat.addr());
+    assert_eq!(talker.line(), format!("* {} joined\n", hearer.nick));
+    for i in 0..8 {
+        talker.say(&format!("line {i}"));
+        assert_eq!(hearer.line(), format!("<{}> line {i}\n", talker.nick));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    hearer.say("still here after 2 s");
+    assert_eq!(talker.line(), format!("<{}> still here after 2 s\n", hearer.nick));
+}
+
 /// Connects `n` echo clients and checks each answers.
 fn echoing(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
     (0..n)
