@@ -138,7 +138,13 @@ async fn instantiate(
     let mut store = tenant
         .store(id, link.clone(), socket, tls, subscriber.clone(), None)
         .map_err(|e| ShutdownReason::InstantiateFailed(format!("preparing the sandbox: {e:#}")))?;
-    let Pre::Handler(pre) = &tenant.pre else { unreachable!("commands are served by `command::serve`") };
+    let Pre::Handler(pre) = &tenant.pre else {
+        // Commands are served by `command::serve`, server-handlers by theirs;
+        // only a measurement could ask.
+        return Err(ShutdownReason::InstantiateFailed(
+            "not a connection-handler: it has no instance per connection to measure".into(),
+        ));
+    };
     match pre.instantiate_async(&mut store).await {
         Ok(handler) => Ok((store, handler)),
         Err(e) => Err(ShutdownReason::InstantiateFailed(format!("{e:#}"))),
