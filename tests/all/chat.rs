@@ -51,7 +51,13 @@ pub(crate) fn a_line_reaches_exactly_the_others(addr: SocketAddr) {
 
 #[test]
 fn a_slow_subscriber_does_not_stall_the_others() {
-    let pier = Pier::serve("chat", &[]);
+    a_slow_reader_does_not_stall_the_others("chat");
+}
+
+/// A client that never reads costs the room nothing: another hears every
+/// line of 3,000 (`guest` is the chat handler to serve, in either world).
+pub(crate) fn a_slow_reader_does_not_stall_the_others(guest: &str) {
+    let pier = Pier::serve(guest, &[]);
     let mut a = Chatter::join(pier.addr());
     let mut b = Chatter::join(pier.addr());
     assert_eq!(a.line(), format!("* {} joined\n", b.nick));
@@ -72,7 +78,12 @@ fn a_slow_subscriber_does_not_stall_the_others() {
 
 #[test]
 fn works_with_socat() {
-    let pier = Pier::serve("chat", &[]);
+    talks_with_socat("chat");
+}
+
+/// socat's line joins, speaks and quits.
+pub(crate) fn talks_with_socat(guest: &str) {
+    let pier = Pier::serve(guest, &[]);
     let mut a = Chatter::join(pier.addr());
     let port = pier.addr().port();
     let out = std::process::Command::new("sh")
@@ -90,7 +101,12 @@ fn works_with_socat() {
 
 #[test]
 fn sigterm_says_goodbye_then_closes_and_exits_zero() {
-    let mut pier = Pier::serve("chat", &["--grace", "3s"]);
+    says_goodbye_on_sigterm_then_exits_zero("chat");
+}
+
+/// `serverShutdown`: the goodbye, then EOF, then pier exits 0.
+pub(crate) fn says_goodbye_on_sigterm_then_exits_zero(guest: &str) {
+    let mut pier = Pier::serve(guest, &["--grace", "3s"]);
     let mut a = Chatter::join(pier.addr());
     pier.signal(libc::SIGTERM);
     // The line sent from shutdown-csa(server-shutdown) is flushed before the

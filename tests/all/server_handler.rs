@@ -41,16 +41,18 @@ fn server_chat_a_line_reaches_the_others_in_order_and_leaving_is_announced() {
 }
 
 #[test]
-fn server_chat_says_goodbye_when_the_server_shuts_down() {
-    let pier = Pier::serve("server_chat", &["--grace", "5s"]);
-    let mut a = Chatter::join(pier.addr());
-    let mut b = Chatter::join(pier.addr());
-    assert_eq!(a.line(), format!("* {} joined\n", b.nick));
-    pier.signal(libc::SIGTERM);
-    for c in [&mut a, &mut b] {
-        let rest = c.rest();
-        assert!(rest.contains("* server shutting down\n"), "{rest:?}");
-    }
+fn server_chat_a_slow_reader_does_not_stall_the_others() {
+    crate::chat::a_slow_reader_does_not_stall_the_others("server_chat");
+}
+
+#[test]
+fn server_chat_talks_with_socat() {
+    crate::chat::talks_with_socat("server_chat");
+}
+
+#[test]
+fn server_chat_says_goodbye_on_sigterm_then_exits_zero() {
+    crate::chat::says_goodbye_on_sigterm_then_exits_zero("server_chat");
 }
 
 /// A connection with no byte either way is closed at the idle timeout; one
@@ -162,10 +164,21 @@ fn bytes_waiting_for_the_instance_stay_within_queue_max_bytes() {
     let mut senders = echoing(pier.addr(), 8);
     let mut busy = echoing(pier.addr(), 1);
     busy[0].write_all(b"loop\n").unwrap();
-    for s in &mut senders {
+    // Busy once a byte no longer comes back at once.
+    let (probe, rest) = senders.split_first_mut().unwrap();
+    probe.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        probe.write_all(b"?").unwrap();
+        if probe.read(&mut [0]).is_err() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the instance never got busy");
+    }
+    for s in rest {
         s.write_all(&[b'x'; 20 << 10]).unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let deadline = Instant::now() + Duration::from_secs(1);
     let mut most = 0;
     while Instant::now() < deadline {
         most = most.max(metric(&pier, QUEUED));
