@@ -127,6 +127,17 @@ fn a_call_past_cpu_limit_ends_the_listeners_connections_and_service_goes_on() {
     echoing(pier.addr(), 1);
 }
 
+#[test]
+fn growing_past_memory_limit_ends_the_listeners_connections_and_service_goes_on() {
+    let pier = metrics(&["--memory-limit", "8MiB"], "server_faults");
+    let mut clients = echoing(pier.addr(), 2);
+    clients[0].write_all(b"grow\n").unwrap();
+    all_closed(&mut clients);
+    pier.wait_for_log("server-handler instance failed");
+    assert_eq!(metric(&pier, "pier_connection_ends_total{listener=\"main\",reason=\"memory-limit\"}"), 2);
+    echoing(pier.addr(), 1);
+}
+
 /// A peer faster than the instance is slowed by TCP: while the instance is
 /// busy, each connection has at most one read waiting for it, and the rest
 /// stays in the kernel's buffers.

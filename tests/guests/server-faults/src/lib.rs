@@ -3,6 +3,7 @@
 //!
 //! - `trap`: panics (a wasm trap: the instance and all its connections end);
 //! - `loop`: spins forever (until the call's `cpu-limit`);
+//! - `grow`: allocates until the listener's `memory-limit` stops it;
 //! - `hoard`: is echoed, and from then on this instance never drops a
 //!   `conn` handle, even after its `shutdown-csa`, so the host's bound on
 //!   held handles fills up.
@@ -72,6 +73,12 @@ impl Guest for Faults {
         if bytes.starts_with(b"loop") {
             loop {
                 std::hint::black_box(());
+            }
+        }
+        if bytes.starts_with(b"grow") {
+            let mut held: Vec<Vec<u8>> = Vec::new();
+            loop {
+                held.push(std::hint::black_box(vec![1; 1 << 20]));
             }
         }
         if bytes.starts_with(b"hoard") {
