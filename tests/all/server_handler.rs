@@ -116,6 +116,30 @@ fn a_trap_ends_the_listeners_connections_and_a_fresh_instance_serves_the_next() 
     assert_eq!(metric(&pier, INSTANCES), 2, "the fresh instance is the second");
 }
 
+/// A fault costs the listener, not its neighbours: another tenant's
+/// server-handler and connection-handler clients go on, byte for byte.
+#[test]
+fn a_trap_costs_its_listener_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_file(
+        dir.path(),
+        "[[listener]]\nname = \"faulty\"\nlisten = \"127.0.0.1:0\"\nplugin = \"{guest:server_faults}\"\n\
+         [[listener]]\nname = \"room\"\nlisten = \"127.0.0.1:0\"\nplugin = \"{guest:server_echo}\"\n\
+         [[listener]]\nname = \"echo\"\nlisten = \"127.0.0.1:0\"\nplugin = \"{guest:echo}\"\n",
+    );
+    let pier = Pier::start(&["--config", &cfg], 3);
+    let mut faulty = echoing(pier.addrs[0].1, 3);
+    let mut room = echoing(pier.addrs[1].1, 3);
+    let mut echo = echoing(pier.addrs[2].1, 3);
+    faulty[0].write_all(b"trap\n").unwrap();
+    all_closed(&mut faulty);
+    for (i, s) in room.iter_mut().chain(echo.iter_mut()).enumerate() {
+        let line = format!("still here {i}\n");
+        s.write_all(line.as_bytes()).unwrap();
+        assert_eq!(read_n(s, line.len()), line.as_bytes());
+    }
+}
+
 #[test]
 fn a_call_past_cpu_limit_ends_the_listeners_connections_and_service_goes_on() {
     let pier = metrics(&["--cpu-limit", "200ms"], "server_faults");
