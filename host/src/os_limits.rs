@@ -5,19 +5,21 @@
 use tracing::warn;
 
 /// Warns, once at start-up, about each kernel limit that would cap live
-/// connections below `instances` (the sum of max-connections).
-pub(crate) fn warn_if_too_low(instances: u32) {
-    warn_if_open_files_too_low(instances);
+/// connections below `connections` (the sum of max-connections), or the
+/// pool below its `instances` (fewer: a `server-handler` listener has one
+/// for all its connections).
+pub(crate) fn warn_if_too_low(connections: u32, instances: u32) {
+    warn_if_open_files_too_low(connections);
     warn_if_map_count_too_low(instances);
 }
 
 /// Each connection is an open file. Past the soft `RLIMIT_NOFILE`, accept
 /// fails (and retries) while max-connections says there is room, so say so
 /// at start-up. (`pier serve` raises its soft limit to the hard one first.)
-fn warn_if_open_files_too_low(instances: u32) {
+fn warn_if_open_files_too_low(connections: u32) {
     let Some(limit) = open_files_limit() else { return };
     // Listeners, the engine's files, stdio and some slack.
-    let needed = u64::from(instances) + 64;
+    let needed = u64::from(connections) + 64;
     if needed > limit {
         warn!(
             open_files_limit = limit,

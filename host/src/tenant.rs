@@ -66,7 +66,8 @@ impl Tenant {
     /// The listeners loaded get an engine (and pool) of their own.
     pub(crate) fn load_keeping(config: &ServerConfig, kept: &[Arc<Tenant>]) -> anyhow::Result<Vec<Arc<Tenant>>> {
         let loaded = sandbox::load(&config.listeners, config.cache_dir.as_deref())?;
-        crate::os_limits::warn_if_too_low(loaded.pool.instances);
+        let connections = config.listeners.iter().fold(0u32, |n, l| n.saturating_add(l.max_connections));
+        crate::os_limits::warn_if_too_low(connections, loaded.pool.instances);
         let linker = plugin::linker(&loaded.engine)?;
         // By name, and whether it is shared: a reload that changes a
         // listener's shared-state gives it a backplane of the other kind.

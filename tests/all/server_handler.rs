@@ -250,6 +250,16 @@ fn an_instance_that_never_drops_its_handles_is_replaced_and_service_goes_on() {
     echoing(pier.addr(), 2);
 }
 
+/// A listener of 100,000 connections takes two pool slots, not 100,000: no
+/// warning that the kernel's memory mappings would run out.
+#[test]
+fn a_server_handler_takes_two_pool_slots_whatever_its_max_connections() {
+    let pier = Pier::serve("server_echo", &["--max-connections", "100000"]);
+    echoing(pier.addr(), 3);
+    let log = pier.stderr();
+    assert!(!log.contains("vm.max_map_count"), "{log}");
+}
+
 #[test]
 fn check_names_the_server_handler_world() {
     let plugin = guest("server_echo");

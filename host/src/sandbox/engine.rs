@@ -35,7 +35,15 @@ pub struct Needs {
     /// Its largest memory's initial size, in bytes: about the size of its
     /// memory image (a Rust handler: about 1 MiB; CPython: 12 MiB).
     pub initial_memory: u64,
+    /// A `server-handler`: one instance serves every connection of its
+    /// listener, so the pool holds [`SERVER_INSTANCES`] of it, not one per
+    /// connection.
+    pub one_per_listener: bool,
 }
+
+/// Slots a `server-handler` listener takes from the pool: its instance, and
+/// one to spare (the start-up probe's, or a failed instance's successor).
+pub const SERVER_INSTANCES: u32 = 2;
 
 /// A component whose initial memory is larger than this (CPython's) gets
 /// [`LARGE_KEEP_RESIDENT`] of each pool slot's memory kept resident.
@@ -84,7 +92,7 @@ impl PoolSize {
             keep_resident: KEEP_RESIDENT,
         };
         for (l, needs) in listeners {
-            let n = l.max_connections;
+            let n = if needs.one_per_listener { SERVER_INSTANCES } else { l.max_connections };
             pool.instances = pool.instances.saturating_add(n);
             pool.core_instances = pool.core_instances.saturating_add(n.saturating_mul(needs.core_instances));
             pool.memories = pool.memories.saturating_add(n.saturating_mul(needs.memories));

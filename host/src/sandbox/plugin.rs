@@ -72,6 +72,7 @@ pub(crate) fn complete(scanned: Needs, component: &Component, path: &Path) -> an
         memories: required.num_memories,
         tables: required.num_tables,
         table_elements: required.max_initial_table_size.unwrap_or(0),
+        one_per_listener: exports(component.engine(), component, SERVER_INBOX),
         ..scanned
     })
 }
