@@ -21,7 +21,7 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
 
 /// What the socket did.
-pub(super) enum SocketIo {
+pub(crate) enum SocketIo {
     /// Bytes read into a pooled buffer (0: the peer sent FIN).
     Read(io::Result<(ReadBuffer, usize)>),
     /// The socket can take more bytes.
@@ -36,7 +36,7 @@ pub(super) enum SocketIo {
 ///
 /// On a TLS connection what is read is decrypted first; a read may so find
 /// bytes rustls already holds, without the socket being readable.
-pub(super) async fn socket_io(
+pub(crate) async fn socket_io(
     stream: &mut TcpStream,
     mut tls: Option<&mut Session>,
     read: bool,
@@ -97,21 +97,6 @@ impl Drop for ReadBuffer {
                 pool.push(buf);
             }
         });
-    }
-}
-
-/// Reads what a socket shared with others has (0: the peer sent FIN),
-/// into a pooled buffer taken once it is readable.
-pub(crate) async fn read_shared(stream: &TcpStream) -> io::Result<(ReadBuffer, usize)> {
-    loop {
-        stream.readable().await?;
-        let mut buf = ReadBuffer::take();
-        match stream.try_read(&mut buf.0) {
-            Ok(n) => return Ok((buf, n)),
-            // Spurious readiness: tokio cleared it; wait again.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
     }
 }
 

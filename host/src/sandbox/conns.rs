@@ -1,6 +1,6 @@
 //! The host side of a `server-handler`'s `connections` import: each `conn`
 //! handle its one instance holds stands for a [`Conn`], one connection's
-//! outbox and socket, shared with that connection's task.
+//! outbox, shared with that connection's task (which owns the socket).
 
 use crate::bindings::server::connections;
 use crate::bindings::{ConnHandle, SendError as WitSendError};
@@ -8,7 +8,6 @@ use crate::events::ShutdownReason;
 use crate::outbox::Link;
 use crate::outbox::doorbell::RING;
 use std::sync::{Arc, OnceLock};
-use tokio::net::TcpStream;
 use wasmtime::component::{Resource, ResourceTable};
 
 /// One connection of a `server-handler` listener, as its task and the
@@ -17,8 +16,6 @@ use wasmtime::component::{Resource, ResourceTable};
 pub(crate) struct Conn {
     pub(crate) id: u64,
     pub(crate) link: Arc<Link>,
-    /// The socket, shared by the connection's task and its `Conn`.
-    pub(crate) socket: Arc<TcpStream>,
     /// Set once, by the instance's task, when the instance failed: why the
     /// connection ends. (The `FAULT` bit on its doorbell says to look.)
     pub(crate) fault: OnceLock<ShutdownReason>,

@@ -9,7 +9,7 @@ use super::instance::{Event, Instance};
 use crate::bindings::{ConnectionInfo, WitShutdownReason};
 use crate::csa::Accepted;
 use crate::csa::call::wit_reason;
-use crate::csa::io::{self, ReadBuffer, io_reason};
+use crate::csa::io::{self, ReadBuffer, SocketIo, io_reason};
 use crate::events::ShutdownReason;
 use crate::outbox::WriteState;
 use crate::outbox::doorbell::{ABORT, DONE, FAULT, SHUTDOWN};
@@ -20,6 +20,7 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
@@ -35,8 +36,9 @@ pub(crate) async fn serve(conn: Accepted, tenant: Arc<Tenant>, stop: Stop, insta
         local: local.to_string(),
         tls: None,
     };
-    let conn = Arc::new(Conn { id, link, socket: Arc::new(stream), fault: OnceLock::new() });
+    let conn = Arc::new(Conn { id, link, fault: OnceLock::new() });
     let mut task = Task {
+        socket: stream,
         idle: Box::pin(tokio::time::sleep(tenant.config.idle_timeout)),
         conn,
         instance,
@@ -56,6 +58,7 @@ pub(crate) async fn serve(conn: Accepted, tenant: Arc<Tenant>, stop: Stop, insta
 }
 
 struct Task {
+    socket: TcpStream,
     conn: Arc<Conn>,
     instance: Arc<Instance>,
     tenant: Arc<Tenant>,
@@ -84,8 +87,7 @@ struct Snapshot {
 
 enum Wake {
     Doorbell(u8),
-    Read(std::io::Result<(ReadBuffer, usize)>),
-    Writable(std::io::Result<()>),
+    Socket(SocketIo),
     Idle,
 }
 
@@ -110,8 +112,8 @@ impl Task {
             }
             match self.wait(&now).await {
                 Wake::Doorbell(bits) => self.on_doorbell(bits)?,
-                Wake::Read(read) => self.on_read(read).await?,
-                Wake::Writable(r) => r.map_err(|e| io_reason(&e))?,
+                Wake::Socket(SocketIo::Read(read)) => self.on_read(read).await?,
+                Wake::Socket(SocketIo::Writable(r)) => r.map_err(|e| io_reason(&e))?,
                 Wake::Idle => self.on_idle()?,
             }
         }
@@ -136,7 +138,7 @@ impl Task {
         match now.state {
             WriteState::Closed => Err(ShutdownReason::Closed),
             WriteState::Finishing if now.queued == 0 => {
-                io::shutdown_write(&self.conn.socket);
+                io::shutdown_write(&self.socket);
                 Err(if self.told_shutdown {
                     ShutdownReason::ServerShutdown
                 } else if self.input_ended {
@@ -151,12 +153,10 @@ impl Task {
 
     async fn wait(&mut self, now: &Snapshot) -> Wake {
         let read = !self.in_flight && !self.input_ended && !now.paused && !now.full && now.state == WriteState::Open;
-        let socket = &self.conn.socket;
         tokio::select! {
             biased;
             bits = self.conn.link.doorbell.rung() => Wake::Doorbell(bits),
-            r = io::read_shared(socket), if read => Wake::Read(r),
-            r = socket.writable(), if now.queued > 0 => Wake::Writable(r),
+            io = io::socket_io(&mut self.socket, None, read, now.queued > 0) => Wake::Socket(io),
             () = self.idle.as_mut() => Wake::Idle,
         }
     }
@@ -204,7 +204,7 @@ impl Task {
 
     /// Writes what the socket takes now, without waiting.
     fn flush(&mut self) -> Turn {
-        let socket = &self.conn.socket;
+        let socket = &self.socket;
         let mut outbox = self.conn.link.outbox();
         let wrote_directly = std::mem::take(&mut outbox.wrote_directly);
         let written = if outbox.queued() > 0 {
@@ -237,7 +237,7 @@ impl Task {
         let told = (!self.told_shutdown).then(|| wit_reason(reason)).flatten();
         self.instance.send(Event::ShutdownCsa(self.conn.id, told));
         if matches!(reason, ShutdownReason::Finished | ShutdownReason::ServerShutdown) && !self.input_ended {
-            io::linger(&self.conn.socket, &self.conn.link.doorbell).await;
+            io::linger(&self.socket, &self.conn.link.doorbell).await;
         }
         debug!("socket closed");
     }
