@@ -330,12 +330,15 @@ async fn connection(
     async move {
         let (id, listener) = (conn.id, tenant.name.clone());
         let stats = tenant.stats.clone();
+        // A server-handler's failure is logged once, by its instance, not
+        // once for each of its connections.
+        let shared = instance.is_some();
         let reason = match instance {
             Some(instance) => server_handler::serve(conn, tenant, stop, instance).await,
             None => csa::serve(conn, tenant, stop).await,
         };
         stats.ended(&reason);
-        if reason.instance_failed() {
+        if reason.instance_failed() && !shared {
             warn!(%reason, "handler failed; connection closed");
         } else {
             debug!(%reason, "connection closed");

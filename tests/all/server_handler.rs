@@ -114,6 +114,9 @@ fn a_trap_ends_the_listeners_connections_and_a_fresh_instance_serves_the_next() 
     after[1].shutdown(Shutdown::Write).unwrap();
     assert_eq!(read_to_eof(&mut after[1]), b"");
     assert_eq!(metric(&pier, INSTANCES), 2, "the fresh instance is the second");
+    let log = pier.stderr();
+    assert_eq!(log.matches("server-handler instance failed").count(), 1, "{log}");
+    assert!(!log.contains("handler failed; connection closed"), "one warning, not one per connection:\n{log}");
 }
 
 /// A fault costs the listener, not its neighbours: another tenant's
