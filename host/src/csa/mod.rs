@@ -10,10 +10,12 @@
 //! - `mod.rs`: the loop.
 //! - [`io`]: the socket: readiness, pooled read buffers, the orderly close.
 //! - [`call`]: one inbox call under the listener's deadline.
+//! - [`progress`]: the idle timer and how the connection ends.
 
 pub(crate) mod call;
 mod command;
 pub(crate) mod io;
+pub(crate) mod progress;
 
 pub use io::READ_CHUNK;
 
@@ -31,6 +33,7 @@ use crate::tenant::Tenant;
 use crate::tls::{self, Tls};
 use call::{Clock, Inbox, call, wit_reason};
 use io::{SocketIo, io_reason};
+use progress::Progress;
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -85,19 +88,15 @@ pub(crate) async fn serve(conn: Accepted, tenant: Arc<Tenant>, stop: Stop) -> Sh
         Ok(instance) => instance,
         Err(reason) => return reason,
     };
-    let idle = Box::pin(tokio::time::sleep(tenant.config.idle_timeout));
     let mut csa = Csa {
+        progress: Progress::new(tenant.config.idle_timeout),
         clock: Clock::new(tenant.config.cpu_limit, tenant.config.cpu_budget),
         store,
         handler,
         link,
         subscriber,
         tenant,
-        input_ended: false,
-        told_shutdown: false,
         times: CallTimes::default(),
-        last_activity: Instant::now(),
-        idle,
         timer: None,
     };
     let info = ConnectionInfo {
@@ -177,12 +176,7 @@ struct Csa {
     tenant: Arc<Tenant>,
     /// Call times not yet added to the listener's.
     times: CallTimes,
-    /// The peer sent FIN.
-    input_ended: bool,
-    /// `shutdown-csa(server-shutdown)` was delivered.
-    told_shutdown: bool,
-    last_activity: Instant,
-    idle: Pin<Box<Sleep>>,
+    progress: Progress,
     /// Set to the earliest pending timer's deadline; made on first use, so
     /// a connection that never sets a timer holds none.
     timer: Option<Pin<Box<Sleep>>>,
@@ -240,7 +234,7 @@ impl Csa {
                 Wake::Doorbell(bits) => self.on_doorbell(bits).await?,
                 Wake::Socket(io) => self.on_socket(io).await?,
                 Wake::Mail => {}
-                Wake::IdleTimer => self.on_idle_timer()?,
+                Wake::IdleTimer => self.progress.on_idle_timer()?,
                 Wake::Timer => self.deliver_timers().await?,
                 Wake::Upstream(id, event) => self.deliver(Inbox::Upstream(id, upstream_event(event))).await?,
             }
@@ -279,13 +273,7 @@ impl Csa {
                     }
                 }
                 io::shutdown_write(self.socket());
-                Err(if self.told_shutdown {
-                    ShutdownReason::ServerShutdown
-                } else if self.input_ended {
-                    ShutdownReason::PeerClosed
-                } else {
-                    ShutdownReason::Finished
-                })
+                Err(self.progress.finished())
             }
             _ => Ok(false),
         }
@@ -293,11 +281,11 @@ impl Csa {
 
     /// Backplane messages are delivered while the handler can still answer.
     fn takes_mail(&self, now: &Snapshot) -> bool {
-        now.state == WriteState::Open && !self.told_shutdown
+        now.state == WriteState::Open && !self.progress.told_shutdown
     }
 
     async fn wait(&mut self, now: &Snapshot) -> Wake {
-        let read = !self.input_ended && !now.paused && !now.full && now.state == WriteState::Open;
+        let read = !self.progress.input_ended && !now.paused && !now.full && now.state == WriteState::Open;
         let write = now.queued > 0;
         let mail = self.takes_mail(now);
         let due = self.store.data().services.timers.next_deadline().filter(|_| mail);
@@ -312,7 +300,7 @@ impl Csa {
             bits = self.link.doorbell.rung() => Wake::Doorbell(bits),
             io = io::socket_io(socket, tls, read, write) => Wake::Socket(io),
             () = std::future::poll_fn(|cx| self.subscriber.poll_mail(cx)), if mail => Wake::Mail,
-            () = self.idle.as_mut() => Wake::IdleTimer,
+            () = self.progress.idle() => Wake::IdleTimer,
             () = poll_timer(timer) => Wake::Timer,
             (id, event) = std::future::poll_fn(|cx| upstreams.poll_event(cx)), if mail => Wake::Upstream(id, event),
         }
@@ -338,8 +326,8 @@ impl Csa {
         if bits & ABORT != 0 {
             return Err(ShutdownReason::ServerShutdown);
         }
-        if bits & SHUTDOWN != 0 && !self.told_shutdown {
-            self.told_shutdown = true;
+        if bits & SHUTDOWN != 0 && !self.progress.told_shutdown {
+            self.progress.told_shutdown = true;
             self.deliver(Inbox::ShutdownCsa(WitShutdownReason::ServerShutdown)).await?;
             self.link.outbox().finish();
         }
@@ -349,28 +337,17 @@ impl Csa {
     async fn on_socket(&mut self, io: SocketIo) -> Turn {
         match io {
             SocketIo::Read(Ok((_, 0))) => {
-                self.input_ended = true;
+                self.progress.input_ended = true;
                 self.deliver(Inbox::EndOfInput).await
             }
             SocketIo::Read(Ok((buf, n))) => {
-                self.last_activity = Instant::now();
+                self.progress.active();
                 self.link.received.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                 self.deliver(Inbox::Data(&buf.0[..n])).await
             }
             SocketIo::Read(Err(e)) | SocketIo::Writable(Err(e)) => Err(io_reason(&e)),
             SocketIo::Writable(Ok(())) => Ok(()),
         }
-    }
-
-    /// The timer is set for the idle timeout after the last activity it
-    /// knew of; activity since only moves it on.
-    fn on_idle_timer(&mut self) -> Turn {
-        let deadline = self.last_activity + self.tenant.config.idle_timeout;
-        if Instant::now() >= deadline {
-            return Err(ShutdownReason::IdleTimeout);
-        }
-        self.idle.as_mut().reset(deadline);
-        Ok(())
     }
 
     /// Hands waiting backplane messages to the handler, a batch at a time
@@ -406,7 +383,7 @@ impl Csa {
         let flushed = written.map_err(|e| io_reason(&e))? > 0;
         drop(outbox);
         if wrote_directly || flushed {
-            self.last_activity = Instant::now();
+            self.progress.active();
         }
         Ok(())
     }
@@ -447,7 +424,7 @@ impl Csa {
         peer.socket = Some(socket);
         peer.tls = Tls::On(RefCell::new(session));
         self.link.outbox().tls_switch = false;
-        self.last_activity = Instant::now();
+        self.progress.active();
         Ok(())
     }
 
@@ -460,7 +437,7 @@ impl Csa {
         if result == Err(ShutdownReason::ServerShutdown) {
             // Cut short by the end of the grace period: the instance is not
             // called again, not even with `shutdown-csa`.
-            self.told_shutdown = true;
+            self.progress.told_shutdown = true;
         }
         result
     }
@@ -468,14 +445,13 @@ impl Csa {
     /// Tells a live handler why its connection ended, then closes the socket.
     async fn close(&mut self, reason: &ShutdownReason) {
         self.link.outbox().close();
-        if !self.told_shutdown
+        if !self.progress.told_shutdown
             && let Some(wit) = wit_reason(reason)
         {
             let _ = self.deliver(Inbox::ShutdownCsa(wit)).await;
         }
         // (A failed STARTTLS handshake took the socket with it.)
-        if matches!(reason, ShutdownReason::Finished | ShutdownReason::ServerShutdown)
-            && !self.input_ended
+        if self.progress.lingers(reason)
             && let Some(socket) = &self.store.data().peer.socket
         {
             io::linger(socket, &self.link.doorbell).await;

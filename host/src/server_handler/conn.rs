@@ -10,6 +10,7 @@ use crate::bindings::{ConnectionInfo, WitShutdownReason};
 use crate::csa::Accepted;
 use crate::csa::call::wit_reason;
 use crate::csa::io::{self, ReadBuffer, SocketIo, io_reason};
+use crate::csa::progress::Progress;
 use crate::events::ShutdownReason;
 use crate::outbox::WriteState;
 use crate::outbox::doorbell::{ABORT, DONE, FAULT, SHUTDOWN};
@@ -17,11 +18,9 @@ use crate::sandbox::conns::Conn;
 use crate::shutdown::Stop;
 use crate::tenant::Tenant;
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
 /// Runs one connection from accept to close; returns why it ended.
@@ -39,15 +38,11 @@ pub(crate) async fn serve(conn: Accepted, tenant: Arc<Tenant>, stop: Stop, insta
     let conn = Arc::new(Conn { id, link, fault: OnceLock::new() });
     let mut task = Task {
         socket: stream,
-        idle: Box::pin(tokio::time::sleep(tenant.config.idle_timeout)),
+        progress: Progress::new(tenant.config.idle_timeout),
         conn,
         instance,
-        tenant,
-        last_activity: Instant::now(),
         in_flight: false,
-        input_ended: false,
         shutdown_due: false,
-        told_shutdown: false,
     };
     let reason = match task.run(info).await {
         Err(reason) => reason,
@@ -61,19 +56,13 @@ struct Task {
     socket: TcpStream,
     conn: Arc<Conn>,
     instance: Arc<Instance>,
-    tenant: Arc<Tenant>,
-    last_activity: Instant,
-    idle: Pin<Box<Sleep>>,
+    progress: Progress,
     /// An event is with the instance: nothing more is read or handed over
     /// until it is done.
     in_flight: bool,
-    /// The peer sent FIN.
-    input_ended: bool,
     /// `serverShutdown` came while an event was in flight: tell the
     /// handler once it is done.
     shutdown_due: bool,
-    /// `shutdown-csa(server-shutdown)` was handed over.
-    told_shutdown: bool,
 }
 
 /// The outbox's state, read under one lock at the top of a turn.
@@ -102,7 +91,7 @@ impl Task {
             self.end_if_done(&now)?;
             if !self.in_flight && self.shutdown_due {
                 self.shutdown_due = false;
-                self.told_shutdown = true;
+                self.progress.told_shutdown = true;
                 self.hand_over(Event::ShutdownCsa(self.conn.id, Some(WitShutdownReason::ServerShutdown)))?;
                 continue;
             }
@@ -139,25 +128,20 @@ impl Task {
             WriteState::Closed => Err(ShutdownReason::Closed),
             WriteState::Finishing if now.queued == 0 => {
                 io::shutdown_write(&self.socket);
-                Err(if self.told_shutdown {
-                    ShutdownReason::ServerShutdown
-                } else if self.input_ended {
-                    ShutdownReason::PeerClosed
-                } else {
-                    ShutdownReason::Finished
-                })
+                Err(self.progress.finished())
             }
             _ => Ok(()),
         }
     }
 
     async fn wait(&mut self, now: &Snapshot) -> Wake {
-        let read = !self.in_flight && !self.input_ended && !now.paused && !now.full && now.state == WriteState::Open;
+        let read =
+            !self.in_flight && !self.progress.input_ended && !now.paused && !now.full && now.state == WriteState::Open;
         tokio::select! {
             biased;
             bits = self.conn.link.doorbell.rung() => Wake::Doorbell(bits),
             io = io::socket_io(&mut self.socket, None, read, now.queued > 0) => Wake::Socket(io),
-            () = self.idle.as_mut() => Wake::Idle,
+            () = self.progress.idle() => Wake::Idle,
         }
     }
 
@@ -171,13 +155,13 @@ impl Task {
         }
         if bits & DONE != 0 {
             self.in_flight = false;
-            if self.told_shutdown {
+            if self.progress.told_shutdown {
                 // What the handler sent in `shutdown-csa` is flushed, then
                 // the connection closes.
                 self.conn.link.outbox().finish();
             }
         }
-        if bits & SHUTDOWN != 0 && !self.told_shutdown {
+        if bits & SHUTDOWN != 0 && !self.progress.told_shutdown {
             self.shutdown_due = true;
         }
         Ok(())
@@ -186,10 +170,10 @@ impl Task {
     async fn on_read(&mut self, read: std::io::Result<(ReadBuffer, usize)>) -> Turn {
         let (buf, n) = read.map_err(|e| io_reason(&e))?;
         if n == 0 {
-            self.input_ended = true;
+            self.progress.input_ended = true;
             return self.hand_over(Event::EndOfInput(self.conn.id));
         }
-        self.last_activity = Instant::now();
+        self.progress.active();
         self.conn.link.received.fetch_add(n as u64, Ordering::Relaxed);
         let room = self.instance.room.clone();
         let permit = loop {
@@ -214,7 +198,7 @@ impl Task {
         };
         drop(outbox);
         if wrote_directly || written > 0 {
-            self.last_activity = Instant::now();
+            self.progress.active();
         }
         Ok(())
     }
@@ -223,20 +207,15 @@ impl Task {
     /// as activity too: they were written during those calls.
     fn on_idle(&mut self) -> Turn {
         self.flush()?;
-        let deadline = self.last_activity + self.tenant.config.idle_timeout;
-        if Instant::now() >= deadline {
-            return Err(ShutdownReason::IdleTimeout);
-        }
-        self.idle.as_mut().reset(deadline);
-        Ok(())
+        self.progress.on_idle_timer()
     }
 
     /// Hands the instance the connection's last event, then closes.
     async fn close(&mut self, reason: &ShutdownReason) {
         self.conn.link.outbox().close();
-        let told = (!self.told_shutdown).then(|| wit_reason(reason)).flatten();
+        let told = (!self.progress.told_shutdown).then(|| wit_reason(reason)).flatten();
         self.instance.send(Event::ShutdownCsa(self.conn.id, told));
-        if matches!(reason, ShutdownReason::Finished | ShutdownReason::ServerShutdown) && !self.input_ended {
+        if self.progress.lingers(reason) {
             io::linger(&self.socket, &self.conn.link.doorbell).await;
         }
         debug!("socket closed");
