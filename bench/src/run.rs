@@ -233,6 +233,19 @@ impl Server {
         Ok(Server { name, child, pid, addr })
     }
 
+    /// Starts the server under test ("pier") and its baseline ("native");
+    /// if the baseline does not start, stops the first again.
+    async fn start_both(pier: (&Path, &[String]), native: (&Path, &[String])) -> Result<(Server, Server)> {
+        let first = Server::start("pier", pier.0, pier.1).await?;
+        match Server::start("native", native.0, native.1).await {
+            Ok(second) => Ok((first, second)),
+            Err(e) => {
+                let _ = first.stop().await;
+                Err(e)
+            }
+        }
+    }
+
     /// SIGTERM, then wait; SIGKILL if it does not exit in time.
     async fn stop(mut self) -> Result<()> {
         let pid = libc::pid_t::try_from(self.pid)?;
@@ -345,9 +358,7 @@ pub async fn run(args: RunArgs) -> Result<bool> {
     if wants(Part::Inetd) {
         let cat = args.plugin.with_file_name("cmd-cat.wasm");
         if cat.is_file() {
-            let cat_args: Vec<String> =
-                pier_args.iter().map(|a| if *a == plugin { cat.display().to_string() } else { a.clone() }).collect();
-            match inetd_vs_handler(&plan, &args, &cat_args, &pier_args).await {
+            match inetd_vs_handler(&plan, &args, &with_plugin(&pier_args, &cat), &pier_args).await {
                 Ok(rows) => results.extend(rows),
                 Err(e) => pending.push(Pending { scenario: INETD_ROWS, status: format!("error: {e:#}") }),
             }
@@ -358,10 +369,7 @@ pub async fn run(args: RunArgs) -> Result<bool> {
 
     if wants(Part::Server) {
         if args.server_plugin.is_file() {
-            let server_args: Vec<String> = pier_args
-                .iter()
-                .map(|a| if *a == plugin { args.server_plugin.display().to_string() } else { a.clone() })
-                .collect();
+            let server_args = with_plugin(&pier_args, &args.server_plugin);
             match echo_vs_native(&plan, &args, &server_args, &native_args, &me, "server-handler: ").await {
                 Ok(rows) => results.extend(rows),
                 Err(e) => pending.push(Pending { scenario: SERVER_ROWS, status: format!("error: {e:#}") }),
@@ -524,14 +532,8 @@ async fn tls_vs_native(plan: &Plan, args: &RunArgs, pier_args: &[String], me: &P
     let (cert_path, key_path) = (cert.cert.display().to_string(), cert.key.display().to_string());
     let transport = Transport::Tls(tls::connector(&cert.cert)?);
     let pier_args: Vec<String> = pier_args.iter().cloned().chain(tls_flags(&cert_path, &key_path)).collect();
-    let pier = Server::start("pier", &args.pier, &pier_args).await?;
-    let native = match Server::start("native", me, &native_tls_args(&cert_path, &key_path)).await {
-        Ok(server) => server,
-        Err(e) => {
-            let _ = pier.stop().await;
-            return Err(e);
-        }
-    };
+    let (pier, native) =
+        Server::start_both((&args.pier, &pier_args), (me, &native_tls_args(&cert_path, &key_path))).await?;
     eprintln!("TLS: pier (pid {}) on {}, native (pid {}) on {}", pier.pid, pier.addr, native.pid, native.addr);
     let outcome = interruptible(tls_scenarios(plan, &transport, &pier, &native)).await;
     stop_both(pier, native).await;
@@ -669,20 +671,10 @@ async fn python_vs_rust(
     name: &str,
     rust_args: &[String],
 ) -> Result<Vec<ScenarioResult>> {
-    let rust_plugin = args.plugin.display().to_string();
     let conns = if args.quick { 100 } else { 1_000 };
-    let py_args: Vec<String> =
-        rust_args.iter().map(|a| if *a == rust_plugin { plugin.display().to_string() } else { a.clone() }).collect();
-    let py_args = with_max_connections(&py_args, conns + 64);
+    let py_args = with_max_connections(&with_plugin(rust_args, plugin), conns + 64);
     let rust_args = with_max_connections(rust_args, conns + 64);
-    let py = Server::start("pier", &args.pier, &py_args).await?;
-    let rust = match Server::start("native", &args.pier, &rust_args).await {
-        Ok(server) => server,
-        Err(e) => {
-            let _ = py.stop().await;
-            return Err(e);
-        }
-    };
+    let (py, rust) = Server::start_both((&args.pier, &py_args), (&args.pier, &rust_args)).await?;
     let work = async {
         let mut results = Vec::new();
         let p = ChurnParams { clients: plan.churn_clients, window: plan.window, io_timeout: plan.io_timeout };
@@ -702,6 +694,15 @@ async fn python_vs_rust(
     let outcome = interruptible(work).await;
     stop_both(py, rust).await;
     outcome
+}
+
+/// `args` with `--plugin PATH`.
+fn with_plugin(args: &[String], plugin: &Path) -> Vec<String> {
+    let mut args = args.to_vec();
+    if let Some(i) = args.iter().position(|a| a == "--plugin") {
+        args[i + 1] = plugin.display().to_string();
+    }
+    args
 }
 
 /// `args` with `--max-connections N`.
@@ -727,14 +728,7 @@ async fn inetd_vs_handler(
     cat_args: &[String],
     echo_args: &[String],
 ) -> Result<Vec<ScenarioResult>> {
-    let cat = Server::start("pier", &args.pier, cat_args).await?;
-    let echo = match Server::start("native", &args.pier, echo_args).await {
-        Ok(server) => server,
-        Err(e) => {
-            let _ = cat.stop().await;
-            return Err(e);
-        }
-    };
+    let (cat, echo) = Server::start_both((&args.pier, cat_args), (&args.pier, echo_args)).await?;
     let work = async {
         let mut results = Vec::new();
         let p = EchoParams { conns: plan.echo_conns, size: 4096, window: plan.window, io_timeout: plan.io_timeout };
@@ -759,14 +753,7 @@ async fn echo_vs_native(
     me: &Path,
     prefix: &str,
 ) -> Result<Vec<ScenarioResult>> {
-    let pier = Server::start("pier", &args.pier, pier_args).await?;
-    let native = match Server::start("native", me, native_args).await {
-        Ok(server) => server,
-        Err(e) => {
-            let _ = pier.stop().await;
-            return Err(e);
-        }
-    };
+    let (pier, native) = Server::start_both((&args.pier, pier_args), (me, native_args)).await?;
     eprintln!("pier (pid {}) on {}, native (pid {}) on {}", pier.pid, pier.addr, native.pid, native.addr);
 
     let outcome = interruptible(scenarios(plan, &pier, &native, prefix)).await;
