@@ -145,23 +145,24 @@ fn a_trap_costs_its_listener_only() {
 
 #[test]
 fn a_call_past_cpu_limit_ends_the_listeners_connections_and_service_goes_on() {
-    let pier = metrics(&["--cpu-limit", "200ms"], "server_faults");
-    let mut clients = echoing(pier.addr(), 2);
-    clients[1].write_all(b"loop\n").unwrap();
-    all_closed(&mut clients);
-    pier.wait_for_log("server-handler instance failed");
-    assert_eq!(metric(&pier, "pier_connection_ends_total{listener=\"main\",reason=\"cpu-limit\"}"), 2);
-    echoing(pier.addr(), 1);
+    one_fault_ends_every_connection(&["--cpu-limit", "200ms"], b"loop\n", "cpu-limit");
 }
 
 #[test]
 fn growing_past_memory_limit_ends_the_listeners_connections_and_service_goes_on() {
-    let pier = metrics(&["--memory-limit", "8MiB"], "server_faults");
+    one_fault_ends_every_connection(&["--memory-limit", "8MiB"], b"grow\n", "memory-limit");
+}
+
+/// `command`, sent by one of two connections to `server_faults` served
+/// with `args`, ends both with `reason`; the next connection is served.
+fn one_fault_ends_every_connection(args: &[&str], command: &[u8], reason: &str) {
+    let pier = metrics(args, "server_faults");
     let mut clients = echoing(pier.addr(), 2);
-    clients[0].write_all(b"grow\n").unwrap();
+    clients[1].write_all(command).unwrap();
     all_closed(&mut clients);
     pier.wait_for_log("server-handler instance failed");
-    assert_eq!(metric(&pier, "pier_connection_ends_total{listener=\"main\",reason=\"memory-limit\"}"), 2);
+    let ends = format!("pier_connection_ends_total{{listener=\"main\",reason=\"{reason}\"}}");
+    assert_eq!(metric(&pier, &ends), 2);
     echoing(pier.addr(), 1);
 }
 
